@@ -1,0 +1,230 @@
+"""Labelled text datasets: JSONL/CSV files and built-ins, validated with file:line:field errors.
+
+Two layouts are accepted and detected from the first record's fields:
+
+* **row per text**: ``{"text", "label", "pair_id"?, "category"?, "severity"?, "id"?, "split"?}``
+* **pair per row**: ``{"pair_id", "risky", "benign", "category"?, "severity"?, "split"?}``;
+  each row becomes two texts with ids ``<pair_id>:risky`` (label 1) and
+  ``<pair_id>:benign`` (label 0, severity 0).
+
+Labels may be 1/0, true/false, risky/benign or high/low.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import DatasetError
+
+_LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "risky": 1, "benign": 0, "high": 1, "low": 0}
+BUILTINS = {
+    "cyber_risk_pairs": ("cyber_risk_pairs.jsonl",
+                         "matched pairs of tacit cyber-risk scenarios, 12 categories (docs/datasets/cyber_risk_pairs.md)"),
+}
+DEFAULT_DATASET = "cyber_risk_pairs"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One text with its labels."""
+
+    id: str
+    text: str
+    label: int
+    pair_id: str | None = None
+    category: str | None = None
+    severity: int | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An ordered, validated collection of :class:`Row` (pairs stay adjacent)."""
+
+    name: str
+    rows: tuple[Row, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows)
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.rows]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.rows], dtype=np.int64)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+    @property
+    def pair_ids(self) -> list[str | None]:
+        return [r.pair_id for r in self.rows]
+
+    @property
+    def n_pairs(self) -> int:
+        return len({r.pair_id for r in self.rows if r.pair_id is not None})
+
+    def limit(self, n: int | None) -> "Dataset":
+        """The first ``n`` pairs (or first ``n`` rows for a dataset without pairs)."""
+        if n is None:
+            return self
+        if n < 1:
+            raise DatasetError(f"--limit must be >= 1, got {n}")
+        if all(r.pair_id is None for r in self.rows):
+            return replace(self, rows=self.rows[:n])
+        keep: list[str] = []
+        for r in self.rows:
+            if r.pair_id not in keep:
+                keep.append(r.pair_id)
+        chosen = set(keep[:n])
+        return replace(self, rows=tuple(r for r in self.rows if r.pair_id in chosen))
+
+    def digest(self) -> str:
+        """sha256 of the rows (ids, texts, labels, groups): identifies the data, not the file."""
+        blob = json.dumps([r.__dict__ for r in self.rows], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def summary(self) -> dict:
+        cats: dict[str, int] = {}
+        for r in self.rows:
+            cats[r.category or "-"] = cats.get(r.category or "-", 0) + 1
+        return {"name": self.name, "rows": len(self), "pairs": self.n_pairs,
+                "risky": int(self.labels.sum()), "benign": int((self.labels == 0).sum()), "categories": cats}
+
+
+def list_builtins() -> dict[str, str]:
+    """Built-in dataset names and one-line descriptions."""
+    return {k: v[1] for k, v in BUILTINS.items()}
+
+
+def load_dataset(spec: str = DEFAULT_DATASET) -> Dataset:
+    """A built-in by name, or a ``.jsonl``/``.csv`` file path; raises :class:`DatasetError`."""
+    if spec in BUILTINS:
+        ref = resources.files(__package__).joinpath("data", BUILTINS[spec][0])
+        return _parse(ref.read_bytes(), f"<builtin {spec}>", ".jsonl", spec)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{spec}: no such dataset file or built-in (built-ins: {', '.join(BUILTINS)})")
+    if path.suffix.lower() not in (".jsonl", ".csv"):
+        raise DatasetError(f"{path}: dataset files must be .jsonl or .csv")
+    return _parse(path.read_bytes(), str(path), path.suffix.lower(), path.stem)
+
+
+def _records(data: bytes, where: str, suffix: str) -> Iterator[tuple[int, dict]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{where}: not UTF-8 (byte {e.start})") from None
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        for rec in reader:
+            yield reader.line_num, {k: v for k, v in rec.items() if k is not None and v not in (None, "")}
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{where}:{n}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise DatasetError(f"{where}:{n}: each line must be a JSON object")
+        yield n, rec
+
+
+def _text(rec: dict, key: str, at: str) -> str:
+    value = rec.get(key)
+    if not isinstance(value, str):
+        raise DatasetError(f"{at}: field '{key}' is missing or not a string")
+    if not value.strip():
+        raise DatasetError(f"{at}: field '{key}' is empty")
+    return value
+
+
+def _opt_str(rec: dict, key: str) -> str | None:
+    value = rec.get(key)
+    return None if value is None else str(value)
+
+
+def _severity(rec: dict, at: str) -> int | None:
+    value = rec.get("severity")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{at}: field 'severity' must be an integer, got {value!r}") from None
+
+
+def _parse(data: bytes, where: str, suffix: str, name: str) -> Dataset:
+    rows: list[Row] = []
+    lines: list[int] = []
+    layout = None
+    for n, rec in _records(data, where, suffix):
+        at = f"{where}:{n}"
+        this = "pair" if "risky" in rec or "benign" in rec else "row"
+        layout = layout or this
+        if this != layout:
+            raise DatasetError(f"{at}: mixes the pair-per-row and row-per-text layouts")
+        common = dict(category=_opt_str(rec, "category"), split=_opt_str(rec, "split"))
+        if layout == "pair":
+            pid = _text(rec, "pair_id", at) if not isinstance(rec.get("pair_id"), int) else str(rec["pair_id"])
+            sev = _severity(rec, at)
+            rows.append(Row(f"{pid}:risky", _text(rec, "risky", at), 1, pid, severity=sev, **common))
+            rows.append(Row(f"{pid}:benign", _text(rec, "benign", at), 0, pid,
+                            severity=0 if sev is not None else None, **common))
+            lines += [n, n]
+        else:
+            raw = rec.get("label")
+            label = _LABELS.get(str(raw).strip().lower()) if raw is not None else None
+            if label is None:
+                raise DatasetError(f"{at}: field 'label' must be one of 1/0, true/false, risky/benign, high/low; "
+                                   f"got {raw!r}")
+            rows.append(Row(_opt_str(rec, "id") or str(len(rows)), _text(rec, "text", at), label,
+                            _opt_str(rec, "pair_id"), severity=_severity(rec, at), **common))
+            lines.append(n)
+    if not rows:
+        raise DatasetError(f"{where}: the dataset is empty")
+    _check(rows, lines, where)
+    return Dataset(name=name, rows=tuple(rows))
+
+
+def _check(rows: list[Row], lines: list[int], where: str) -> None:
+    seen_id: dict[str, int] = {}
+    seen_text: dict[str, int] = {}
+    pairs: dict[str, list[int]] = {}
+    for i, (r, n) in enumerate(zip(rows, lines)):
+        if r.id in seen_id:
+            raise DatasetError(f"{where}:{n}: field 'id' duplicates {r.id!r} from line {seen_id[r.id]}")
+        seen_id[r.id] = n
+        key = " ".join(r.text.split()).lower()
+        if key in seen_text:
+            raise DatasetError(f"{where}:{n}: field 'text' duplicates the text on line {seen_text[key]}")
+        seen_text[key] = n
+        if r.pair_id is not None:
+            pairs.setdefault(r.pair_id, []).append(i)
+    for pid, members in pairs.items():
+        n = lines[members[-1]]
+        if len(members) != 2:
+            raise DatasetError(f"{where}:{n}: field 'pair_id' {pid!r} has {len(members)} members; pairs need 2")
+        if rows[members[0]].label == rows[members[1]].label:
+            raise DatasetError(f"{where}:{n}: field 'label': both members of pair {pid!r} have label "
+                               f"{rows[members[0]].label}; a pair needs one risky and one benign text")
+
+
+__all__ = ["BUILTINS", "DEFAULT_DATASET", "Dataset", "Row", "list_builtins", "load_dataset"]

@@ -1,0 +1,15 @@
+"""Qwen2 and Qwen3 (gated MLP like Llama; Qwen3 adds q/k norms inside attention)."""
+
+from ._spec import ArchSpec
+
+SPEC = ArchSpec(
+    family="qwen",
+    model_types=("qwen2", "qwen3"),
+    blocks="model.layers",
+    attn="self_attn",
+    mlp="mlp",
+    mlp_down="mlp.down_proj",
+    final_norm="model.norm",
+    unembed="lm_head",
+    embed="model.embed_tokens",
+)

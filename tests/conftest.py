@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny randomly initialised models of every family, the real default model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from riskscope.models import LoadedModel, resolve_layout
+
+_COMMON = dict(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+               num_attention_heads=4, max_position_embeddings=64)
+TINY_CONFIGS = {
+    "llama": lambda: tf.LlamaConfig(**_COMMON, num_key_value_heads=2),
+    "mistral": lambda: tf.MistralConfig(**_COMMON, num_key_value_heads=1),
+    "qwen2": lambda: tf.Qwen2Config(**_COMMON, num_key_value_heads=2),
+    "qwen3": lambda: tf.Qwen3Config(**_COMMON, num_key_value_heads=2, head_dim=8),
+    "gemma2": lambda: tf.Gemma2Config(**_COMMON, num_key_value_heads=2, head_dim=8),
+    "gemma3_text": lambda: tf.Gemma3TextConfig(**_COMMON, num_key_value_heads=2, head_dim=8),
+    "gpt2": lambda: tf.GPT2Config(vocab_size=61, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48,
+                                bos_token_id=1, eos_token_id=2),
+    "gpt_neox": lambda: tf.GPTNeoXConfig(**_COMMON),
+    "phi3": lambda: tf.Phi3Config(**_COMMON, num_key_value_heads=2, pad_token_id=0),
+}
+FAMILIES = sorted(TINY_CONFIGS)
+
+
+class TinyTokenizer:
+    """Characters -> ids (enough for the hook layer; real tokenizers are tested on the real model)."""
+
+    pad_token_id = 0
+    eos_token = "<eos>"
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[1 + (ord(c) % 59) for c in t] for t in texts]}
+
+
+def make_tiny(family: str, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    cfg = TINY_CONFIGS[family]()
+    cfg._attn_implementation = "eager" if family.startswith("gemma") else "sdpa"
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    model.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=TinyTokenizer(), layout=resolve_layout(model),
+                       model_id=f"tiny-{family}", weight_hash=f"tiny-{family}-{seed}")
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny(request) -> LoadedModel:
+    return make_tiny(request.param)
+
+
+@pytest.fixture(scope="session")
+def default_lm() -> LoadedModel:
+    from riskscope.models import load_model
+
+    return load_model("default")
