@@ -176,6 +176,186 @@ def run_cache(lm, data, out_dir, layers, hooks, positions, store_dtype, batch_si
             "tokens": stats.tokens, "padded_fraction": stats.padded_fraction, "seconds": stats.seconds}
 
 
+@app.command()
+def probe(
+    path: Path = typer.Argument(..., help="run folder (with store/) or an activation store"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write results (default: the run folder)"),
+    folds: int = typer.Option(5, help="outer CV folds, grouped by pair"),
+    penalty: str = typer.Option("l2", help="l2, l1 or elasticnet"),
+    target: str = typer.Option("binary", help="binary (risky/benign), category (multinomial) or severity (ridge)"),
+    hooks: Optional[str] = typer.Option(None, help="only these hooks (comma list); default all in the store"),
+    hook: Optional[str] = typer.Option(None, help="hook of the probe to bundle (default: best by CV AUC)"),
+    layer: Optional[int] = typer.Option(None, help="layer of the probe to bundle (default: best); negative ok"),
+    n_bootstrap: int = typer.Option(1000, help="bootstrap resamples of pairs for CIs"),
+    seed: int = typer.Option(0, help="seed for folds, shuffled control and bootstrap"),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Train per-layer probes with grouped CV, controls and CIs; write metrics.json, predictions and the bundle."""
+    from .pipeline import ProbeRunConfig, probe_run
+
+    cfg = ProbeRunConfig(folds=folds, penalty=penalty, target=target, n_bootstrap=n_bootstrap, seed=seed,
+                         hooks=tuple(h.strip() for h in hooks.split(",")) if hooks else None, hook=hook, layer=layer)
+    with err.status("fitting probes ..."):
+        metrics = probe_run(path, out_dir, cfg)
+    if json_out:
+        out.print_json(json.dumps({k: metrics[k] for k in ("best", "chosen", "lexical", "seconds") if k in metrics}))
+    else:
+        _summary_table(metrics)
+
+
+def _summary_table(metrics: dict, top: int = 8) -> None:
+    target = metrics.get("target", "binary")
+    key = {"binary": "auc", "category": "macro_auc", "severity": "rho"}.get(target, "auc")
+    rows = sorted(metrics["results"], key=lambda r: -(r.get(key) if r.get(key) is not None else -1))[:top]
+    t = Table(title=f"top layers ({target}, {metrics.get('folds')}-fold CV grouped by pair)")
+    ci_key = {"auc": "auc_ci", "macro_auc": "macro_auc_ci", "rho": "rho_ci"}[key]
+    shuf_key = {"auc": "shuffled_auc", "macro_auc": "shuffled_macro_auc", "rho": "shuffled_rho"}[key]
+    for col in ("hook", "layer", key, "95% CI", "pair acc" if key == "auc" else "", "shuffled control"):
+        if col:
+            t.add_column(col, justify="right" if col not in ("hook",) else "left")
+    for r in rows:
+        ci = r.get(ci_key) or [None, None]
+        cells = [r["hook"], str(r["layer"]), _fmt(r.get(key)), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"]
+        if key == "auc":
+            cells.append(_fmt(r.get("pair_accuracy")))
+        cells.append(_fmt(r.get(shuf_key)))
+        t.add_row(*cells)
+    out.print(t)
+    lex = metrics.get("lexical")
+    if lex:
+        out.print(f"lexical baseline (TF-IDF 1-2 gram LR, same folds): AUC {_fmt(lex.get('auc'))}, "
+                  f"pair accuracy {_fmt(lex.get('pair_accuracy'))}")
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@app.command()
+def score(
+    texts: list[str] = typer.Argument(None, help="texts to score (or use --input)"),
+    probe_path: Path = typer.Option(..., "--probe", "-p", help="run folder or probe bundle directory"),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL with 'text' and optional 'id'"),
+    output: Optional[Path] = typer.Option(None, "--output", help="write JSONL here instead of stdout"),
+    batch_size: int = typer.Option(32, help="texts per forward pass"),
+    device: str = DeviceOpt,
+) -> None:
+    """Score texts with a saved probe: probability of risk per text."""
+    from .scoring import Probe
+
+    probe_obj = Probe.load(probe_path)
+    ids, items = _score_inputs(texts, input_file)
+    lm = probe_obj.load_model(device=device)
+    scores = probe_obj.score(items, lm=lm, batch_size=batch_size)
+    if input_file is None and output is None:
+        for text, s in zip(items, scores):
+            out.print(f"{s:.4f}\t{text}", highlight=False, soft_wrap=True)
+        return
+    lines = "".join(json.dumps({"id": i, "score": round(float(s), 6)}) + "\n" for i, s in zip(ids, scores))
+    if output is None:
+        sys.stdout.write(lines)
+    else:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(lines)
+        tmp.replace(output)
+        err.print(f"wrote {len(ids)} scores to {output}")
+
+
+def _score_inputs(texts: Optional[list[str]], input_file: Optional[Path]) -> tuple[list, list[str]]:
+    if input_file is None:
+        if not texts:
+            raise RiskscopeError("give texts to score as arguments or --input FILE.jsonl")
+        return list(range(len(texts))), list(texts)
+    try:
+        raw = input_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RiskscopeError(f"{input_file}: not UTF-8 (byte {e.start})") from None
+    ids, items = [], []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RiskscopeError(f"{input_file}:{n}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not rec["text"].strip():
+            raise RiskscopeError(f"{input_file}:{n}: field 'text' is missing, empty or not a string")
+        ids.append(rec.get("id", n))
+        items.append(rec["text"])
+    if not items:
+        raise RiskscopeError(f"{input_file}: no rows to score (the file is empty)")
+    return ids, items
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="run folder"),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN/report.html)"),
+) -> None:
+    """Write the self-contained HTML report of a run folder."""
+    from .report import write_report
+
+    if not (run_dir / "metrics.json").is_file():
+        raise RiskscopeError(f"{run_dir} has no metrics.json; run `riskscope probe {run_dir}` first")
+    path = write_report(run_dir, out_file)
+    out.print(f"report: {path}")
+
+
+@app.command()
+def run(
+    out_dir: Path = typer.Option(Path("runs/default"), "--out", "-o", help="run folder"),
+    model: str = ModelOpt,
+    dataset: str = DatasetOpt,
+    limit: Optional[int] = LimitOpt,
+    layers: str = typer.Option("all", help="all | 0,5,-1 | 10-20"),
+    hooks: str = typer.Option("resid_post,mlp_neurons", help="hook points to cache and probe"),
+    positions: str = typer.Option("last", help="last | mean | token indices like 0,-1"),
+    store_dtype: str = typer.Option("float32", "--store-dtype", help="float32, float16 or bfloat16"),
+    batch_size: int = typer.Option(32, help="texts per forward pass"),
+    folds: int = typer.Option(5, help="outer CV folds, grouped by pair"),
+    penalty: str = typer.Option("l2", help="l2, l1 or elasticnet"),
+    target: str = typer.Option("binary", help="binary, category or severity"),
+    n_bootstrap: int = typer.Option(1000, help="bootstrap resamples for CIs"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
+    dtype: str = DTypeOpt,
+    device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
+    module_paths: Optional[str] = PathsOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """The main job: cache activations, train and evaluate probes with controls, write the report."""
+    from .datasets import load_dataset
+    from .pipeline import ProbeRunConfig, RunConfig, probe_run, write_run_manifest
+
+    if positions == "all":
+        raise RiskscopeError("riskscope run probes one row per text; use last, mean or token indices")
+    pcfg = ProbeRunConfig(folds=folds, penalty=penalty, target=target, n_bootstrap=n_bootstrap)
+    cfg = RunConfig(out=str(out_dir), model=model, dataset=dataset, limit=limit, layers=layers, hooks=hooks,
+                    positions=positions, store_dtype=store_dtype, batch_size=batch_size, dtype=dtype, device=device,
+                    probe=pcfg, report=not no_report)
+    pcfg.probe_config()  # validate before the slow steps
+    data = load_dataset(dataset).limit(limit)
+    if data.n_pairs and data.n_pairs < folds:
+        raise RiskscopeError(f"{data.n_pairs} pairs are fewer than --folds {folds}; use more pairs or fewer folds")
+    lm = _load(model, dtype, device, trust_remote_code, module_paths)
+    write_run_manifest(out_dir, lm, data, cfg)
+    summary = run_cache(lm, data, out_dir / "store", layers, hooks, positions, store_dtype, batch_size, 256, False)
+    with err.status("fitting probes ..."):
+        metrics = probe_run(out_dir, out_dir, pcfg)
+    report_path = None
+    if cfg.report:
+        from .report import write_report
+
+        with err.status("writing report ..."):
+            report_path = write_report(out_dir)
+    if json_out:
+        out.print_json(json.dumps({"run": str(out_dir), "cache": summary, "best": metrics["best"],
+                                   "lexical": metrics.get("lexical"), "report": str(report_path)}))
+        return
+    _summary_table(metrics)
+    out.print(f"run folder: [bold]{out_dir}[/bold]" + (f"   report: [bold]{report_path}[/bold]" if report_path else ""))
+
+
 def main() -> None:
     """Entry point: one-line errors and a non-zero exit, tracebacks only with --debug."""
     try:

@@ -277,7 +277,14 @@ class _Stop(Exception):
 
 
 class Captured(dict):
-    """``{HookPoint: tensor}`` filled by :func:`capture`."""
+    """``{HookPoint: tensor}`` filled by :func:`capture`; negative layers are looked up normalised."""
+
+    n_layers: int = 0
+
+    def __missing__(self, key):
+        if isinstance(key, HookPoint) and key.layer < 0 and self.n_layers:
+            return self[HookPoint(key.hook, self.n_layers + key.layer)]
+        raise KeyError(key)
 
 
 @contextlib.contextmanager
@@ -291,6 +298,7 @@ def capture(lm: LoadedModel, points: Sequence[HookPoint], reduce: str | Sequence
     after the deepest point (use through :func:`run_batch`, which catches the stop).
     """
     out = Captured()
+    out.n_layers = lm.n_layers
     points = sorted({p.normalised(lm) for p in points}, key=lambda p: (p.layer, HOOKS.index(p.hook)))
     with _scoped() as handles:
         for p in points:

@@ -36,7 +36,8 @@ from safetensors.torch import save_file
 from . import __version__
 from .datasets import Dataset
 from .errors import StoreError
-from .hooks import HookPoint, capture, pad_batch, run_batch, tokenize
+from .extract import iter_captures
+from .hooks import HookPoint, tokenize
 from .models import LoadedModel
 
 FORMAT = "riskscope-store/1"
@@ -189,7 +190,6 @@ def cache_activations(
         stale.unlink(missing_ok=True)
 
     reduce = cfg.positions
-    pad_id = lm.tokenizer.pad_token_id
     real = padded = 0
     for c in range(n_chunks):
         path = _chunk_path(root, c)
@@ -201,13 +201,9 @@ def cache_activations(
             continue
         parts: dict[HookPoint, list[torch.Tensor]] = {p: [] for p in points}
         offsets = [0]
-        for b in range(0, len(sel), cfg.batch_size):
-            rows_b = sel[b:b + cfg.batch_size]
-            input_ids, mask = pad_batch([ids[i] for i in rows_b], pad_id, "right", lm.device)
+        for rows_b, mask, got in iter_captures(lm, ids, sel, points, reduce, cfg.batch_size):
             real += int(mask.sum())
             padded += mask.numel()
-            with torch.inference_mode(), capture(lm, points, reduce, stop=True) as got:
-                run_batch(lm, input_ids, mask)
             for p in points:
                 x = got[p]
                 if reduce == "all":

@@ -129,7 +129,9 @@ def _records(data: bytes, where: str, suffix: str) -> Iterator[tuple[int, dict]]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{where}: not UTF-8 (byte {e.start})") from None
+        body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # e.start counts after a BOM
+        line = body[:e.start].count(b"\n") + 1
+        raise DatasetError(f"{where}:{line}: not UTF-8 (byte {e.start})") from None
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
         for rec in reader:

@@ -1,0 +1,124 @@
+"""Peak RSS of caching the built-in dataset 1x vs replicated 10x (goal: flat).
+
+    .venv/bin/python bench/bench_rss.py [--factor 10]
+
+The built-in dataset is written as row-per-text JSONL (unique ids, no pair_id) once as is
+and once replicated ``--factor`` times with each copy's texts prefixed by its number (so every
+text is unique). Each is cached by ``cache_activations`` (defaults: resid_post + mlp_neurons at
+every layer, last token, float32) in a fresh process. The child reports its RSS after loading
+the model, the peak RSS while caching (the kernel's high-water mark, reset just before caching
+through /proc/self/clear_refs, so the model load's own peak does not mask it), and ru_maxrss
+over the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, save_json, table
+
+CHILD = r"""
+import json, os, resource, sys, time
+from pathlib import Path
+import riskscope
+from riskscope import CacheConfig, HookPoint, cache_activations
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MB
+
+data = riskscope.load_dataset(sys.argv[1])
+lm = riskscope.load_model("default")
+points = tuple(HookPoint(h, i) for h in ("resid_post", "mlp_neurons") for i in range(lm.n_layers))
+after_load = status("VmRSS")
+hwm_reset = True
+try:
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS high-water mark
+except OSError:
+    hwm_reset = False
+t0 = time.perf_counter()
+stats = cache_activations(lm, data, sys.argv[2], CacheConfig(points=points))
+secs = time.perf_counter() - t0
+print("RESULT " + json.dumps({"rows": len(data), "tokens": stats.tokens, "chunks": stats.chunks_written,
+      "seconds": secs, "rss_after_load_mb": after_load, "peak_during_cache_mb": status("VmHWM"),
+      "hwm_reset": hwm_reset, "rss_end_mb": status("VmRSS"),
+      "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_dataset(path: Path, factor: int) -> int:
+    import riskscope
+
+    base = riskscope.load_dataset("cyber_risk_pairs")
+    n = 0
+    with path.open("w") as f:
+        for k in range(factor):
+            for r in base.rows:
+                rec = {"id": f"c{k}-{r.id}", "text": f"{k}. {r.text}", "label": r.label, "category": r.category,
+                       "severity": r.severity}
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+    return n
+
+
+def run_child(dataset: Path, out: Path) -> dict:
+    w0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(dataset), str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed:\n{proc.stderr[-3000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return {**json.loads(line[7:]), "process_wall": time.perf_counter() - w0,
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--factor", type=int, default=10)
+    args = ap.parse_args(argv)
+    env = machine()
+    tmp = Path(tempfile.mkdtemp(prefix="rs-bench-rss-"))
+    print(f"# peak RSS, caching 1x vs {args.factor}x the dataset\n\nload average at start {env['loadavg']}\n",
+          flush=True)
+    res = {}
+    for factor in (1, args.factor):
+        ds = tmp / f"cyber_x{factor}.jsonl"
+        write_dataset(ds, factor)
+        res[factor] = run_child(ds, tmp / f"store_x{factor}")
+        print(f"x{factor}: {json.dumps(res[factor])}", flush=True)
+    rows = []
+    for factor, r in res.items():
+        rows.append([f"{factor}x", r["rows"], r["tokens"], r["chunks"], f"{r['seconds']:.1f}",
+                     f"{r['rss_after_load_mb']:.0f}", f"{r['peak_during_cache_mb']:.0f}",
+                     f"{r['peak_during_cache_mb'] - r['rss_after_load_mb']:.0f}", f"{r['ru_maxrss_mb']:.0f}"])
+    a, b = res[1], res[args.factor]
+    ratio = b["peak_during_cache_mb"] / a["peak_during_cache_mb"]
+    inc_a = a["peak_during_cache_mb"] - a["rss_after_load_mb"]
+    inc_b = b["peak_during_cache_mb"] - b["rss_after_load_mb"]
+    rows.append([f"ratio {args.factor}x / 1x", "", "", "", "", "", f"{ratio:.3f}", f"{inc_b / max(inc_a, 1):.2f}",
+                 f"{b['ru_maxrss_mb'] / a['ru_maxrss_mb']:.3f}"])
+    print("\n" + table(["dataset", "texts", "non-pad tokens", "chunks", "caching s", "RSS after model load (MB)",
+                        "peak RSS while caching (MB)", "peak minus after-load (MB)", "ru_maxrss, whole process (MB)"],
+                       rows))
+    flat = ratio <= 1.10
+    print(f"\ngoal flat peak RSS: {args.factor}x / 1x = {ratio:.3f} -> {'met' if flat else 'NOT met'} "
+          f"(flat taken as <= 1.10; peak high-water mark reset before caching: {a['hwm_reset']})")
+    path = save_json("rss", {"machine": env, "results": res, "argv": sys.argv})
+    print(f"raw results: {path}")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

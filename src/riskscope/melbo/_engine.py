@@ -1,0 +1,256 @@
+"""The fast forward: only the layers between source and target, many perturbations per batch.
+
+Everything before the source layer does not depend on the perturbation, so it is
+run once. During that run, forward pre-hooks record the exact ``(args, kwargs)``
+each block from the source to the target receives (attention masks, rotary
+embeddings, position ids: whatever the family passes). A training step then calls
+those same block modules on ``cached input + perturbation``, one batch row per
+(vector, prompt) pair, and stops after the target block. Layers after the target,
+the final norm and the unembedding never run. This is family-agnostic: it relies
+only on each block being called as ``block(hidden_states, ...)``.
+
+When adding ``delta`` to the source MLP output just adds ``delta`` to the block
+output (every family except Gemma, whose post-MLP norm sits in between; checked
+numerically, not assumed), the source block is skipped too and the cached block
+output is used directly.
+
+Batch rows are vector-major: row ``c * P + i`` holds vector ``c`` on prompt ``i``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import RiskscopeError
+from ..hooks import HookPoint, capture, pad_batch, run_batch, tokenize
+from ..models import LoadedModel
+from ._config import Positions
+
+
+class _Halt(Exception):
+    """Raised by a pre-hook once every block input needed is recorded."""
+
+
+# --- prompts -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodedPrompts:
+    """Prompts as given, as fed to the model (chat template applied or not), and their token ids."""
+
+    texts: tuple[str, ...]
+    formatted: tuple[str, ...]
+    ids: tuple[tuple[int, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def format_prompts(lm: LoadedModel, prompts: Sequence[str], chat: bool) -> tuple[str, ...]:
+    """Apply the model's chat template (one user turn + generation prompt) unless ``chat`` is False."""
+    if not chat:
+        return tuple(prompts)
+    tok = lm.tokenizer
+    if not getattr(tok, "chat_template", None) or not hasattr(tok, "apply_chat_template"):
+        raise RiskscopeError(f"model {lm.model_id} has no chat template; pass --raw (chat=False) to use the "
+                             f"prompts as plain text")
+    return tuple(tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                         add_generation_prompt=True) for p in prompts)
+
+
+def encode_prompts(lm: LoadedModel, prompts: Sequence[str], chat: bool, what: str = "prompt") -> EncodedPrompts:
+    """Check, format and tokenise prompts (templated text gets no extra special tokens)."""
+    prompts = [str(p) for p in prompts]
+    if not prompts:
+        raise RiskscopeError(f"no {what}s given: pass --prompt TEXT or --prompts FILE")
+    for i, p in enumerate(prompts):
+        if not p.strip():
+            raise RiskscopeError(f"{what} {i} is empty")
+    formatted = format_prompts(lm, prompts, chat)
+    if chat:
+        ids = [list(x) for x in lm.tokenizer(list(formatted), add_special_tokens=False)["input_ids"]]
+    else:
+        ids = tokenize(lm, formatted)
+    for i, row in enumerate(ids):
+        if not row:
+            raise RiskscopeError(f"{what} {i} has no tokens")
+        if len(row) > lm.context_length:
+            raise RiskscopeError(f"{what} {i} has {len(row)} tokens, more than the model's context "
+                                 f"({lm.context_length})")
+    return EncodedPrompts(tuple(prompts), formatted, tuple(tuple(r) for r in ids))
+
+
+# --- perturbing the source MLP output (scoped) -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def add_to_output(module: torch.nn.Module, delta_fn: Callable[[Tensor, Tensor], Tensor]) -> Iterator[None]:
+    """Add ``delta_fn(input, output)`` to ``module``'s (first) output inside the block only."""
+
+    def hook(mod, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        new = first + delta_fn(args[0] if args else None, first).to(first.dtype)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _call_block(block: torch.nn.Module, hidden: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    out = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
+    return out[0] if isinstance(out, tuple) else out
+
+
+# --- the objective -----------------------------------------------------------------------------------------
+
+
+def _safe_pow(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent`` for x >= 0 with a zero (not NaN) gradient at x == 0."""
+    pos = x > 0
+    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)) ** exponent, torch.zeros_like(x))
+
+
+def melbo_objective(diff2_CN: Tensor, prompt_of_N: Tensor, n_prompts: int, p: float, q: float) -> Tensor:
+    """sum_i (sum_{t in I_i} ||dZ_it||^p)^(1/q) per vector, from squared distances (C, N) of the
+    N selected (prompt, token) pairs, ``prompt_of_N`` naming each pair's prompt. Returns (C,)."""
+    per_token = _safe_pow(diff2_CN, p / 2)
+    per_prompt = torch.zeros(diff2_CN.shape[0], n_prompts, dtype=per_token.dtype, device=per_token.device)
+    per_prompt = per_prompt.index_add(1, prompt_of_N, per_token)  # (C, P)
+    return _safe_pow(per_prompt, 1.0 / q).sum(1)
+
+
+# --- the slice ----------------------------------------------------------------------------------------------
+
+
+class SteeredSlice:
+    """Blocks ``source..target`` of ``lm``, replayed on cached inputs with a perturbation of the
+    source layer's MLP output. Built once per (model, prompts, layers); cheap to call many times."""
+
+    def __init__(self, lm: LoadedModel, ids: Sequence[Sequence[int]], source: int, target: int,
+                 positions: Positions, mixed_precision: bool = False) -> None:
+        if not 0 <= source < target < lm.n_layers:
+            raise RiskscopeError(f"need 0 <= source < target < {lm.n_layers}, got source={source}, target={target}")
+        self.lm, self.source, self.target = lm, source, target
+        self.n_prompts = len(ids)
+        self.lengths = [len(r) for r in ids]
+        self.mixed_precision = mixed_precision
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        self.input_ids, self.mask = pad_batch(ids, pad, "right", lm.device)  # (P, T)
+        pairs = [(i, t) for i, n in enumerate(self.lengths) for t in positions.token_indices(n, i)]
+        self.sel_prompt = torch.tensor([i for i, _ in pairs], device=lm.device)  # (N,)
+        self.sel_token = torch.tensor([t for _, t in pairs], device=lm.device)   # (N,)
+        points = [HookPoint("resid_post", source), HookPoint("resid_post", target),
+                  HookPoint("mlp_neurons", source)]
+        with torch.no_grad(), capture(lm, points, reduce="all", stop=True) as got:
+            run_batch(lm, self.input_ids, self.mask)
+        self.h_src_PTD = got[points[0]]              # unsteered block-source output (model dtype)
+        self.z0_PTD = got[points[1]].float()         # unsteered target activations
+        self.neurons_PTF = got[points[2]]            # source MLP neurons (adapters read these)
+        self._replays: dict[int, dict[int, tuple[tuple, dict]]] = {}
+        self.additive = self._check_additive()
+
+    # --- cached block inputs, one set per batch size -------------------------------------------------
+    def _replay(self, n_vectors: int) -> dict[int, tuple[tuple, dict]]:
+        if n_vectors not in self._replays:
+            if len(self._replays) > 4:  # odd chunk sizes from callers: keep memory bounded
+                self._replays.clear()
+            self._replays[n_vectors] = self._record_inputs(n_vectors)
+        return self._replays[n_vectors]
+
+    def _record_inputs(self, n_vectors: int) -> dict[int, tuple[tuple, dict]]:
+        """Run the unsteered model on ``n_vectors`` copies of the prompts up to the target block and
+        record what each block source..target is called with (so batch shapes match exactly)."""
+        blocks = self.lm.layout.blocks
+        rec: dict[int, tuple[tuple, dict]] = {}
+        handles = []
+
+        def make(layer: int):
+            def pre(mod, args, kwargs):
+                rec[layer] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs))
+                if layer == self.target:
+                    raise _Halt
+            return pre
+
+        try:
+            for layer in range(self.source, self.target + 1):
+                handles.append(blocks[layer].register_forward_pre_hook(make(layer), with_kwargs=True))
+            with torch.no_grad():
+                try:
+                    run_batch(self.lm, self.input_ids.repeat(n_vectors, 1), self.mask.repeat(n_vectors, 1))
+                except _Halt:
+                    pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [i for i in range(self.source, self.target + 1) if i not in rec]
+        if missing:
+            raise RiskscopeError(f"blocks {missing} of {self.lm.model_id} were never called; the layout's "
+                                 f"'blocks' path may be wrong (override with --module-paths blocks=...)")
+        return rec
+
+    def _check_additive(self) -> bool:
+        """True when a delta on the source MLP output reaches the block output unchanged."""
+        rec = self._replay(1)
+        args, kwargs = rec[self.source]
+        hidden = args[0] if args else kwargs["hidden_states"]
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        delta = torch.randn(self.lm.d_model, generator=gen).to(self.lm.device, hidden.dtype)
+        delta = delta * (0.1 * float(self.h_src_PTD.norm(dim=-1).median()) / float(delta.norm()))
+        block = self.lm.layout.blocks[self.source]
+        with torch.no_grad():
+            base = _call_block(block, hidden, args, kwargs)
+            with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: delta):
+                moved = _call_block(block, hidden, args, kwargs)
+        err = float(((moved - base) - delta).norm() / (delta.norm() * (base.shape[0] * base.shape[1]) ** 0.5))
+        tol = 1e-3 if hidden.dtype == torch.float32 else 3e-2
+        return err < tol
+
+    # --- the steered forward --------------------------------------------------------------------------
+    def target_acts(self, delta: Tensor) -> Tensor:
+        """Target-layer activations (C, P, T, D) with ``delta`` added to the source MLP output.
+        ``delta`` is (C, D) (one vector per row, all tokens) or (C, P, T, D)."""
+        P, (T, D) = self.n_prompts, self.h_src_PTD.shape[1:]
+        C = delta.shape[0]
+        delta4 = delta[:, None, None, :] if delta.ndim == 2 else delta
+        rec = self._replay(C)
+        blocks = self.lm.layout.blocks
+        device_type = self.lm.device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            delta4 = delta4.to(self.h_src_PTD.dtype)
+            if self.additive:
+                hidden = (self.h_src_PTD[None] + delta4).reshape(C * P, T, D)
+            else:
+                args, kwargs = rec[self.source]
+                src_in = args[0] if args else kwargs["hidden_states"]
+                flat = delta4.expand(C, P, T, D).reshape(C * P, T, D)
+                with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: flat):
+                    hidden = _call_block(blocks[self.source], src_in, args, kwargs)
+            for layer in range(self.source + 1, self.target + 1):
+                args, kwargs = rec[layer]
+                hidden = _call_block(blocks[layer], hidden, args, kwargs)
+        return hidden.float().reshape(C, P, T, D)
+
+    def objective(self, z_CPTD: Tensor, p: float, q: float) -> Tensor:
+        """The MELBO objective (C,) of target activations from :meth:`target_acts`."""
+        diff = z_CPTD[:, self.sel_prompt, self.sel_token] - self.z0_PTD[self.sel_prompt, self.sel_token]
+        return melbo_objective(diff.pow(2).sum(-1), self.sel_prompt, self.n_prompts, p, q)
+
+    def residual_norm(self) -> float:
+        """Median norm of the unsteered source-layer output over the prompts' real tokens."""
+        keep = self.mask.bool()
+        return float(self.h_src_PTD.norm(dim=-1)[keep].median())
+
+    def tokens_per_vector(self) -> int:
+        return self.n_prompts * int(self.input_ids.shape[1])
+
+
+__all__ = ["EncodedPrompts", "SteeredSlice", "add_to_output", "encode_prompts", "format_prompts",
+           "melbo_objective"]
