@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -27,6 +28,7 @@ from riskscope.probes import (
     shuffle_labels,
 )
 
+SKLEARN = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
 FAST = dict(folds=3, inner_folds=2, n_bootstrap=100)
 
 
@@ -150,8 +152,8 @@ def test_l1_matches_sklearn(C):
     X, y, _ = paired_data(n_layers=3, seed=3)
     Z = standardized(X[2], slice(None))
     # liblinear penalises the intercept; a huge intercept_scaling makes that negligible
-    sk = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", tol=1e-12, max_iter=100_000,
-                            intercept_scaling=1e4).fit(Z, y)
+    l1 = {"l1_ratio": 1.0} if SKLEARN >= (1, 8) else {"penalty": "l1"}  # `penalty` is deprecated since 1.8
+    sk = LogisticRegression(C=C, solver="liblinear", tol=1e-10, max_iter=1_000_000, intercept_scaling=1e4, **l1).fit(Z, y)
     probe = LogisticProbe(C=C, penalty="l1", tol=1e-10, max_iter=50_000).fit(X[2], y)
     assert probe.converged_
     np.testing.assert_allclose(probe.coef_, sk.coef_, atol=2e-4)
@@ -173,7 +175,7 @@ def test_fit_many_float32_matches_sklearn_per_problem():
     X, y, groups = paired_data(n_pairs=60, n_layers=2, d=10, signal=(1.0, 2.0), seed=5)
     fold = group_folds(groups, 3, seed=0)
     masks = np.stack([fold != f for f in range(3)])
-    Cs = [0.01, 0.3, 10.0]
+    Cs = [0.03, 10.0]
     fit = fit_many(X, y, masks, Cs, dtype=torch.float32, tol=1e-6)
     assert fit.converged.all()
     for layer in range(2):
@@ -198,12 +200,14 @@ def test_fit_many_ridge_matches_sklearn():
         np.testing.assert_allclose(fit.coef[0, 0, c, 0], sk.coef_, rtol=1e-6, atol=1e-8)
 
 
-def test_wide_features_use_the_dual_preconditioner():
+@pytest.mark.parametrize("rank", [16, 64])  # randomised top-16, and the exact dual (N x N) eigenbasis
+def test_wide_features_more_columns_than_rows(rank):
     rng = np.random.default_rng(7)
-    X = rng.normal(size=(1, 40, 300))
+    X = rng.normal(size=(1, 40, 300)).astype(np.float16)  # float16 stores are accepted
     y = (X[0, :, 0] + 0.5 * rng.normal(size=40) > 0).astype(float)
-    fit = fit_many(X, y, np.ones((1, 40), bool), [1.0], dtype=torch.float64, tol=1e-9, precond_rank=16)
-    sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000).fit(standardized(X[0], slice(None)), y)
+    fit = fit_many(X, y, np.ones((1, 40), bool), [1.0], dtype=torch.float64, tol=1e-9, precond_rank=rank)
+    assert fit.converged.all()
+    sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000).fit(standardized(X[0].astype(np.float64), slice(None)), y)
     np.testing.assert_allclose(fit.coef[0, 0, 0, 0], sk.coef_[0], rtol=1e-5, atol=1e-7)
 
 

@@ -16,7 +16,7 @@ import torch
 from ._config import ProbeConfig
 from ._folds import NestedFolds
 from ._metrics import auc_rows
-from ._solver import BatchFit, Loss, fit_many
+from ._solver import Loss, fit_many
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,16 +36,6 @@ def layers_per_chunk(n_layers: int, n_rows: int, n_features: int, n_problems: in
     per_layer = itemsize * (3 * n_rows * n_features + 16 * n_problems * n_features + 6 * n_problems * n_rows)
     per_layer += 8 * (2 * n_rows * n_features)  # float64 copies while computing fold statistics
     return int(max(1, min(n_layers, (budget_gb * 2**30) // max(per_layer, 1))))
-
-
-def scores_of(fit: BatchFit, X_LND: np.ndarray) -> np.ndarray:
-    """Decision values of every fitted model on every row, float64 (L, M, C, K, N)."""
-    L, M, C, K, D = fit.coef.shape
-    a = torch.as_tensor(fit.coef / fit.scale[:, :, None, None, :])  # raw-space weights
-    off = torch.einsum("lmckd,lmd->lmck", a, torch.as_tensor(fit.mean))
-    X = torch.as_tensor(np.asarray(X_LND)).to(torch.float64)
-    z = torch.bmm(a.reshape(L, -1, D), X.transpose(1, 2)).view(L, M, C, K, -1)
-    return (z + (torch.as_tensor(fit.intercept) - off)[..., None]).numpy()
 
 
 def _inner_metric(loss: Loss, y: np.ndarray, z_CKN: np.ndarray, n_classes: int) -> np.ndarray:
@@ -102,7 +92,7 @@ def cross_val_scores(
             penalty=config.penalty, l1_ratio=config.l1_ratio, loss=loss, n_classes=K if loss == "multinomial" else None,
             standardize=config.standardize, tol=config.tol, max_iter=config.max_iter, dtype=dtype,
         )
-        z = scores_of(fit, Xc).reshape(len(Xc), T, n_masks, len(Cs), K, N)
+        z = fit.decision_function(Xc).reshape(len(Xc), T, n_masks, len(Cs), K, N)
         del fit
         for t in range(T):
             y = y_TN[t]

@@ -11,7 +11,14 @@ import torch
 from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+
+    def validate_data(estimator, X, y="no_validation", reset=True, **kw):
+        return estimator._validate_data(X, y, reset=reset, **kw)
 
 from ._config import ProbeError
 from ._solver import fit_many

@@ -30,7 +30,6 @@ machines); the only factorisation is one symmetric ``eigh`` per layer.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -38,7 +37,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-Loss = Literal["logistic", "multinomial", "squared"]
+from ._problems import Loss, Precond, Problems, View
+
 Penalty = Literal["l2", "l1", "elasticnet"]
 
 
@@ -66,266 +66,117 @@ class BatchFit:
     """(L, M, C) whether ``grad_norm <= tol`` was reached."""
 
     def decision_function(self, X_LND: np.ndarray) -> np.ndarray:
-        """Scores of every row under every model: (L, M, C, K, N)."""
-        X = np.asarray(X_LND, dtype=np.float64)
-        a = self.coef / self.scale[:, :, None, None, :]
-        offset = np.einsum("lmckd,lmd->lmck", a, self.mean)
-        z = np.einsum("lnd,lmckd->lmckn", X, a, optimize=True)
-        return z + (self.intercept - offset)[..., None]
+        """Scores of every row under every model, float64: (L, M, C, K, N)."""
+        L, M, C, K, D = self.coef.shape
+        a = torch.from_numpy(self.coef / self.scale[:, :, None, None, :])  # raw-space weights
+        offset = torch.einsum("lmckd,lmd->lmck", a, torch.from_numpy(self.mean))
+        X = _as_tensor(X_LND).to(torch.float64)
+        z = torch.bmm(a.reshape(L, -1, D), X.transpose(1, 2)).view(L, M, C, K, -1)
+        return (z + (torch.from_numpy(self.intercept) - offset)[..., None]).numpy()
 
 
-class _Design:
-    """Standardised activations of every (layer, mask) as implicit matmuls."""
+def _precondition(pre: Precond, V: View, rw, rb, c):
+    """Approximate inverse Hessian times the residual (rw, rb).
 
-    def __init__(self, X_LND: torch.Tensor, masks_MN: torch.Tensor, standardize: bool, dtype: torch.dtype):
-        L, N, D = X_LND.shape
-        M = masks_MN.shape[0]
-        center_LD = X_LND.sum(1, dtype=torch.float64) / N
-        # one working copy, centred on all rows so that fold statistics do not cancel
-        self.Xc = X_LND.to(dtype) - center_LD.to(dtype)[:, None, :]  # (L, N, D)
-        m = masks_MN.to(dtype)
-        n_M = m.sum(1)
-        sq = self.Xc * self.Xc
-        self.global_sd = (sq.sum(1, dtype=torch.float64) / N).sqrt()  # (L, D), for the preconditioner
-        if standardize:
-            mu = torch.einsum("mn,lnd->lmd", m, self.Xc).to(torch.float64) / n_M.double()[None, :, None]
-            ex2 = torch.einsum("mn,lnd->lmd", m, sq).to(torch.float64) / n_M.double()[None, :, None]
-            sd = (ex2 - mu**2).clamp_min(0.0).sqrt()
-            tiny = torch.finfo(dtype).eps * 10 * (self.global_sd[:, None, :] + (mu + center_LD[:, None]).abs())
-            sd = torch.where(sd > tiny, sd, torch.ones_like(sd))  # constant features: scale 1, like StandardScaler
-        else:
-            mu = -center_LD[:, None, :].expand(L, M, D)
-            sd = torch.ones(L, M, D, dtype=torch.float64)
-        del sq
-        self.mean_LMD = mu + center_LD[:, None, :]
-        self.scale_LMD = sd
-        self.mu = mu.to(dtype)  # (L, M, D) relative to the all-row centre
-        self.inv_s = (1.0 / sd).to(dtype)  # (L, M, D)
-        self.shape = (L, M, N, D)
-
-    def forward(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """w (L, M, C, K, D), b (L, M, C, K) -> z (L, M, C, K, N)."""
-        L, M, C, K, D = w.shape
-        a = w * self.inv_s[:, :, None, None, :]
-        z = torch.bmm(a.reshape(L, -1, D), self.Xc.transpose(1, 2)).view(L, M, C, K, -1)
-        off = (a * self.mu[:, :, None, None, :]).sum(-1)
-        return z + (b - off)[..., None]
-
-    def backward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """r (L, M, C, K, N) -> (X~^T r (L, M, C, K, D), sum_n r (L, M, C, K))."""
-        L, M, C, K, N = r.shape
-        g = torch.bmm(r.reshape(L, -1, N), self.Xc).view(L, M, C, K, -1)
-        rs = r.sum(-1)
-        g = (g - rs[..., None] * self.mu[:, :, None, None, :]) * self.inv_s[:, :, None, None, :]
-        return g, rs
-
-
-class _Precond:
-    """Spectral preconditioner: top eigenpairs of each layer's standardised covariance.
-
-    Computed once per layer on all rows by a randomised subspace iteration in
-    float32 (Halko et al. 2011); it only changes how fast CG converges.
+    The softmax loss is blind to adding one vector to every class, so for it
+    the class-mean part is projected out: it is zero at every iterate from zero
+    (the penalty keeps it so) and the block-diagonal approximation would
+    mis-scale it badly.
     """
-
-    def __init__(self, Xc: torch.Tensor, sd_LD: torch.Tensor, rank: int, n_power: int = 1, seed: int = 0):
-        L, N, D = Xc.shape
-        inv = torch.where(sd_LD > 0, 1.0 / sd_LD, torch.ones_like(sd_LD)).float()
-        Xs = Xc.float() * (inv[:, None, :] / math.sqrt(N))  # (L, N, D), Xs^T Xs = covariance
-        full = min(D, N)
-        k = max(1, min(rank, full))
-        width = min(k + 16, full)
-        if width >= full:
-            if D <= N:
-                lam, V = torch.linalg.eigh(Xs.transpose(1, 2) @ Xs)
-            else:
-                lam, U = torch.linalg.eigh(Xs @ Xs.transpose(1, 2))
-                V = Xs.transpose(1, 2) @ U / lam.clamp_min(1e-12).sqrt()[:, None, :]
-        else:
-            g = torch.Generator().manual_seed(seed)
-            Q = torch.randn(L, D, width, generator=g)
-            for _ in range(n_power + 1):
-                Q = torch.linalg.qr(Xs.transpose(1, 2) @ (Xs @ Q)).Q
-            XQ = Xs @ Q  # (L, N, width)
-            lam, U = torch.linalg.eigh(XQ.transpose(1, 2) @ XQ)
-            V = Q @ U
-        lam, V = lam[:, -k:], V[:, :, -k:]  # ascending order: keep the top k
-        self.lam = lam.clamp_min(0.0).to(Xc.dtype)  # (L, k)
-        self.V = V.to(Xc.dtype).contiguous()  # (L, D, k)
-        self.tail = self.lam[:, 0] if k < full else torch.zeros(L, dtype=Xc.dtype)
-
-    def apply(self, v: torch.Tensor, c: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """Approximate (c * Cov + alpha)^-1 v; v (L, M, C, K, D), c and alpha broadcast to (L, M, C, K)."""
-        L, M, C, K, D = v.shape
-        lam = self.lam[:, None, None, None, :]
-        c_, a_ = c[..., None], alpha[..., None]
-        tail_inv = 1.0 / (c_ * self.tail[:, None, None, None, None] + a_)
-        proj = torch.bmm(v.reshape(L, -1, D), self.V).view(L, M, C, K, -1)
-        proj = proj * (1.0 / (c_ * lam + a_) - tail_inv)
-        back = torch.bmm(proj.reshape(L, -1, proj.shape[-1]), self.V.transpose(1, 2)).view(L, M, C, K, D)
-        return back + v * tail_inv
-
-
-class _Objective:
-    """Loss, gradient and Hessian-vector products of the scaled objectives."""
-
-    def __init__(self, design: _Design, y: torch.Tensor, masks_MN: torch.Tensor, Cs: torch.Tensor, loss: Loss, K: int):
-        L, M, N, D = design.shape
-        self.design, self.loss, self.K = design, loss, K
-        dt = design.Xc.dtype
-        self.m = masks_MN.to(dt)[None, :, None, None, :]  # (1, M, 1, 1, N)
-        self.n = masks_MN.to(dt).sum(1)[None, :, None, None]  # (1, M, 1, 1)
-        self.mn = self.m / self.n[..., None]  # rows weighted 1/n
-        self.alpha = (1.0 / (Cs.to(dt)[None, None, :, None] * self.n))  # (1, M, C, 1) = 1/(C n)
-        y = y.to(dt)
-        y = y if y.dim() == 2 else y[None].expand(M, N)
-        if loss == "multinomial":
-            self.Y = torch.nn.functional.one_hot(y.long().clamp(0, K - 1), K).to(dt)  # (M, N, K)
-            self.Y = self.Y.permute(0, 2, 1)[None, :, None]  # (1, M, 1, K, N)
-        else:
-            self.Y = y[None, :, None, None, :]  # (1, M, 1, 1, N)
-
-    def init_intercept(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Intercept of the null model (weights zero) for each problem."""
-        pos = (self.Y * self.mn).sum(-1)  # (1, M, 1, K) weighted mean target
-        if self.loss == "squared":
-            b = pos
-        elif self.loss == "logistic":
-            b = torch.logit(pos.clamp(1e-6, 1 - 1e-6))
-        else:
-            b = pos.clamp_min(1e-6).log()
-            b = b - b.mean(-1, keepdim=True)
-        return b.expand(shape).clone()
-
-    def value_grad(self, w: torch.Tensor, b: torch.Tensor, l2: torch.Tensor):
-        """Return f, (gw, gb), curvature weights, z; l2 is the L2 coefficient (broadcast to (L, M, C, K))."""
-        z = self.design.forward(w, b)
-        if self.loss == "logistic":
-            # log(1 + e^z) - y z, stable
-            f_rows = torch.nn.functional.softplus(z) - self.Y * z
-            p = torch.sigmoid(z)
-            r = p - self.Y
-            curv = p * (1 - p)
-        elif self.loss == "squared":
-            r = z - self.Y
-            f_rows = 0.5 * r * r
-            curv = None
-            p = z
-        else:
-            lse = torch.logsumexp(z, dim=3, keepdim=True)
-            p = torch.exp(z - lse)
-            f_rows = (lse - z) * self.Y  # summed over K below gives -log p_y
-            r = p - self.Y
-            curv = p
-        f = (f_rows * self.mn).sum((-1, -2)) + 0.5 * (l2[..., 0] * (w * w).sum((-1, -2)))
-        gw, gb = self.design.backward(r * self.mn)
-        gw = gw + l2[..., None] * w
-        return f, gw, gb, curv, p
-
-    def hvp(self, vw: torch.Tensor, vb: torch.Tensor, curv, p, l2: torch.Tensor):
-        dz = self.design.forward(vw, vb)
-        if self.loss == "logistic":
-            u = curv * dz
-        elif self.loss == "squared":
-            u = dz
-        else:
-            u = p * (dz - (p * dz).sum(3, keepdim=True))
-        hw, hb = self.design.backward(u * self.mn)
-        return hw + l2[..., None] * vw, hb
-
-    def mean_curvature(self, curv) -> torch.Tensor:
-        if curv is None:
-            return torch.ones_like(self.n).expand(-1, -1, 1, 1)
-        return (curv * self.mn).sum(-1)
-
-
-def _precondition(pre: _Precond, rw, rb, c, alpha, loss: Loss):
-    """Approximate inverse Hessian times the residual.
-
-    For the softmax the loss is blind to adding one vector to every class, so
-    the class-mean part of the residual is removed first: it is zero at every
-    iterate from zero (the penalty keeps it so), and the block-diagonal
-    approximation would badly mis-scale it.
-    """
-    if loss == "multinomial":
-        rw = rw - rw.mean(3, keepdim=True)
-        rb = rb - rb.mean(3, keepdim=True)
-    zw, zb = pre.apply(rw, c, alpha), rb / c
-    if loss == "multinomial":
-        zw = zw - zw.mean(3, keepdim=True)
-        zb = zb - zb.mean(3, keepdim=True)
+    multi = V.P.loss == "multinomial"
+    if multi:
+        rw, rb = rw - rw.mean(2, keepdim=True), rb - rb.mean(2, keepdim=True)
+    zw, zb = pre.apply(rw, c, V.alpha), rb / c
+    if multi:
+        zw, zb = zw - zw.mean(2, keepdim=True), zb - zb.mean(2, keepdim=True)
     return zw, zb
 
 
-def _dot(aw, ab, bw, bb):
+def _dot(aw, ab, bw, bb) -> torch.Tensor:
     return (aw * bw).sum((-1, -2)) + (ab * bb).sum(-1)
 
 
-def _newton_cg(obj: _Objective, pre: _Precond, shape, tol: float, max_iter: int, max_cg: int):
-    L, M, C, K, D = shape
-    dt = obj.design.Xc.dtype
-    w = torch.zeros(shape, dtype=dt)
-    b = obj.init_intercept((L, M, C, K))
-    l2 = obj.alpha.expand(L, M, C, 1)
-    eps = torch.finfo(dt).eps
-    n_iter = torch.zeros(L, M, C, dtype=torch.long)
-    f, gw, gb, curv, p = obj.value_grad(w, b, l2)
-    gnorm = torch.maximum(gw.abs().amax((-1, -2)), gb.abs().amax(-1))
-    for it in range(max_iter):
-        active = gnorm > tol
-        if not bool(active.any()):
+def _cg(V: View, pre: Precond, gw, gb, curv, p, gnorm, max_cg: int):
+    """Preconditioned CG on H d = -g for every problem of V; converged problems leave the batch.
+
+    Stops a problem when its preconditioned residual has fallen by the forcing
+    factor ``eta = clip(sqrt(|g|), 1e-3, 0.5)`` in every layer.
+    """
+    L = gw.shape[0]
+    dw_out, db_out = torch.zeros_like(gw), torch.zeros_like(gb)
+    c = V.mean_curvature(curv).clamp_min(1e-8)
+    rw, rb = -gw, -gb
+    zw, zb = _precondition(pre, V, rw, rb, c)
+    pw, pb = zw, zb
+    rz = _dot(rw, rb, zw, zb)  # (L, Q')
+    eta_r0 = gnorm.sqrt().clamp(1e-3, 0.5) * rz.clamp_min(0).sqrt()
+    dw, db = torch.zeros_like(gw), torch.zeros_like(gb)
+    live = torch.arange(gw.shape[1])
+    for _ in range(max_cg):
+        hw, hb = V.hvp(pw, pb, curv, p)
+        php = _dot(pw, pb, hw, hb)
+        step = torch.where(php > 0, rz / php.clamp_min(1e-30), torch.zeros_like(rz))
+        dw, db = dw + step[..., None, None] * pw, db + step[..., None] * pb
+        rw, rb = rw - step[..., None, None] * hw, rb - step[..., None] * hb
+        zw, zb = _precondition(pre, V, rw, rb, c)
+        rz_new = _dot(rw, rb, zw, zb)
+        done = (rz_new.clamp_min(0).sqrt() <= eta_r0).all(0)  # (Q',)
+        if bool(done.all()):
             break
-        n_iter += active.long()
-        act = active[..., None].to(dt)
-        c = obj.mean_curvature(curv).expand(L, M, C, K).clamp_min(1e-8)
-        alpha = l2.expand(L, M, C, K)
-        # preconditioned CG on H d = -g, forcing term eta (Eisenstat-Walker flavour)
-        rw, rb = -gw * act[..., None], -gb * act
-        dw, db = torch.zeros_like(w), torch.zeros_like(b)
-        zw, zb = _precondition(pre, rw, rb, c, alpha, obj.loss)
-        pw, pb = zw, zb
-        rz = _dot(rw, rb, zw, zb)
-        r0 = rz.clamp_min(0).sqrt()
-        eta = torch.clamp(gnorm.sqrt(), max=0.5).clamp_min(1e-3)
-        for _ in range(max_cg):
-            hw, hb = obj.hvp(pw, pb, curv, p, l2)
-            php = _dot(pw, pb, hw, hb)
-            step = torch.where(php > 0, rz / php.clamp_min(1e-30), torch.zeros_like(rz))
-            dw = dw + step[..., None, None] * pw
-            db = db + step[..., None] * pb
-            rw = rw - step[..., None, None] * hw
-            rb = rb - step[..., None] * hb
-            zw, zb = _precondition(pre, rw, rb, c, alpha, obj.loss)
-            rz_new = _dot(rw, rb, zw, zb)
-            if bool((rz_new.clamp_min(0).sqrt() <= eta * r0).all()):
-                break
-            beta = rz_new / rz.clamp_min(1e-30)
-            pw = zw + beta[..., None, None] * pw
-            pb = zb + beta[..., None] * pb
-            rz = rz_new
-        # backtracking line search, per problem
-        slope = _dot(gw, gb, dw, db)  # < 0
-        t = torch.ones(L, M, C, dtype=dt)
-        accepted = ~active
+        beta = rz_new / rz.clamp_min(1e-30)
+        pw, pb = zw + beta[..., None, None] * pw, zb + beta[..., None] * pb
+        rz = rz_new
+        if bool(done.any()):  # shrink the batch: converged problems are written out
+            dw_out[:, live[done]], db_out[:, live[done]] = dw[:, done], db[:, done]
+            keep = ~done
+            live, V = live[keep], V.subset(keep)
+            dw, db, rw, rb, pw, pb = dw[:, keep], db[:, keep], rw[:, keep], rb[:, keep], pw[:, keep], pb[:, keep]
+            rz, eta_r0, c = rz[:, keep], eta_r0[:, keep], c[:, keep]
+            curv = None if curv is None else curv[:, keep]
+            p = p[:, keep]
+    dw_out[:, live], db_out[:, live] = dw, db
+    return dw_out, db_out
+
+
+def _newton_cg(P: Problems, pre: Precond, tol: float, max_iter: int, max_cg: int):
+    """Truncated Newton with backtracking (Armijo) line search; converged problems leave the batch."""
+    full = P.view()
+    w = torch.zeros(P.L, P.Q, P.K, P.D, dtype=P.dtype)
+    b = full.init_intercept()
+    f, gw, gb, curv, p = full.value_grad(w, b)
+    gnorm = torch.maximum(gw.abs().amax((-1, -2)), gb.abs().amax(-1))  # (L, Q)
+    n_iter = torch.zeros(P.L, P.Q, dtype=torch.long)
+    eps = torch.finfo(P.dtype).eps
+    for _ in range(max_iter):
+        act = torch.nonzero((gnorm > tol).any(0)).flatten()
+        if len(act) == 0:
+            break
+        n_iter[:, act] += (gnorm[:, act] > tol).long()
+        V = P.view(act)
+        ws, bs, fs, gws, gbs, gns = w[:, act], b[:, act], f[:, act], gw[:, act], gb[:, act], gnorm[:, act]
+        cs = None if curv is None else curv[:, act]
+        ps = p[:, act]
+        dw, db = _cg(V, pre, gws, gbs, cs, ps, gns, max_cg)
+        slope = _dot(gws, gbs, dw, db)  # < 0 for a descent direction
+        t = torch.ones_like(fs)
+        accepted = gns <= tol  # already-converged layers of an active problem keep their point
         for _ in range(30):
-            w_try = w + t[..., None, None] * dw
-            b_try = b + t[..., None] * db
-            f_try, gw_t, gb_t, curv_t, p_t = obj.value_grad(w_try, b_try, l2)
-            noise = 50 * eps * (f.abs() + 1)
-            ok = (f_try <= f + 1e-4 * t * slope + noise) & ~accepted
-            sel = ok[..., None]
-            w = torch.where(sel[..., None], w_try, w)
-            b = torch.where(sel, b_try, b)
-            gw = torch.where(sel[..., None], gw_t, gw)
-            gb = torch.where(sel, gb_t, gb)
-            f = torch.where(ok, f_try, f)
-            if curv is not None:
-                curv = torch.where(sel[..., None], curv_t, curv)
-            p = torch.where(sel[..., None], p_t, p)
+            f_t, gw_t, gb_t, curv_t, p_t = V.value_grad(ws + t[..., None, None] * dw, bs + t[..., None] * db)
+            ok = (f_t <= fs + 1e-4 * t * slope + 50 * eps * (fs.abs() + 1)) & ~accepted  # float noise allowance
+            o2, o3 = ok[..., None], ok[..., None, None]
+            ws, bs = torch.where(o3, ws + t[..., None, None] * dw, ws), torch.where(o2, bs + t[..., None] * db, bs)
+            fs, gws, gbs = torch.where(ok, f_t, fs), torch.where(o3, gw_t, gws), torch.where(o2, gb_t, gbs)
+            cs = None if cs is None else torch.where(o3, curv_t, cs)
+            ps = torch.where(o3, p_t, ps)
             accepted = accepted | ok
             if bool(accepted.all()):
                 break
-            t = torch.where(accepted, t, t * 0.5)
-        gnorm = torch.maximum(gw.abs().amax((-1, -2)), gb.abs().amax(-1))
+            t = torch.where(accepted, t, 0.5 * t)
+        w[:, act], b[:, act], f[:, act], gw[:, act], gb[:, act] = ws, bs, fs, gws, gbs
+        if curv is not None:
+            curv[:, act] = cs
+        p[:, act] = ps
+        gnorm[:, act] = torch.maximum(gws.abs().amax((-1, -2)), gbs.abs().amax(-1))
     return w, b, n_iter, gnorm
 
 
@@ -333,73 +184,62 @@ def _soft(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * (x.abs() - t).clamp_min(0.0)
 
 
-def _fista(obj: _Objective, pre: _Precond, shape, l1: torch.Tensor, l2: torch.Tensor, tol: float, max_iter: int):
-    """Proximal gradient with Nesterov momentum and adaptive restart; step 1/Lipschitz."""
-    L, M, C, K, D = shape
-    dt = obj.design.Xc.dtype
-    # Lipschitz bound of the smooth part: curvature <= 1/4 (logistic), 1/2 (softmax), 1 (squared)
-    cmax = {"logistic": 0.25, "multinomial": 0.5, "squared": 1.0}[obj.loss]
-    lip = _lipschitz(obj, (L, M, 1, 1, D)) * cmax  # (L, M, 1, 1)
-    lip_w = (lip + l2).expand(L, M, C, K)  # (L, M, C, K)
-    lip_b = lip.expand(L, M, C, K)
-    w = torch.zeros(shape, dtype=dt)
-    b = obj.init_intercept((L, M, C, K))
-    yw, yb = w.clone(), b.clone()
-    tk = torch.ones(L, M, C, dtype=dt)
-    n_iter = torch.zeros(L, M, C, dtype=torch.long)
-    gnorm = torch.full((L, M, C), float("inf"), dtype=dt)
-    if max_iter == 0:
-        gnorm = _subgrad_norm(obj, w, b, l1, l2)
-    done = torch.zeros(L, M, C, dtype=torch.bool)
-    for it in range(max_iter):
-        _, gw, gb, _, _ = obj.value_grad(yw, yb, l2)
-        w_new = _soft(yw - gw / lip_w[..., None], l1[..., None] / lip_w[..., None])
-        b_new = yb - gb / lip_b
-        keep = done[..., None]  # converged problems stay put
-        w_new = torch.where(keep[..., None], w, w_new)
-        b_new = torch.where(keep, b, b_new)
-        n_iter += (~done).long()
-        # adaptive restart (O'Donoghue & Candes 2015): momentum points uphill
-        restart = ((yw - w_new) * (w_new - w)).sum((-1, -2)) + ((yb - b_new) * (b_new - b)).sum(-1) > 0
-        tk = torch.where(restart | done, torch.ones_like(tk), tk)
-        tk1 = 0.5 * (1 + torch.sqrt(1 + 4 * tk * tk))
-        mom = torch.where(restart | done, torch.zeros_like(tk), (tk - 1) / tk1)
-        yw = w_new + mom[..., None, None] * (w_new - w)
-        yb = b_new + mom[..., None] * (b_new - b)
-        w, b, tk = w_new, b_new, tk1
-        if it % 10 == 9 or it == max_iter - 1:
-            gnorm = torch.where(done, gnorm, _subgrad_norm(obj, w, b, l1, l2))
-            done = done | (gnorm <= tol)
-            if bool(done.all()):
-                break
-    return w, b, n_iter, gnorm
-
-
-def _subgrad_norm(obj: _Objective, w, b, l1, l2) -> torch.Tensor:
-    """Max-abs minimum-norm subgradient of the composite objective."""
-    _, gw, gb, _, _ = obj.value_grad(w, b, l2)
-    t = l1[..., None]
+def _subgrad_norm(V: View, w, b, l1, l2) -> torch.Tensor:
+    """Max-abs minimum-norm subgradient of the composite objective: (L, Q)."""
+    _, gw, gb, _, _ = V.value_grad(w, b, l2)
+    t = l1[:, None, None]
     sub = torch.where(w != 0, gw + t * torch.sign(w), torch.sign(gw) * (gw.abs() - t).clamp_min(0))
     return torch.maximum(sub.abs().amax((-1, -2)), gb.abs().amax(-1))
 
 
-def _lipschitz(obj: _Objective, shape, n_power: int = 30) -> torch.Tensor:
-    """Largest eigenvalue of X~^T diag(m/n) X~ (with the intercept column) per (layer, mask), by power iteration."""
-    L, M, _, _, D = shape
-    dt = obj.design.Xc.dtype
-    g = torch.Generator().manual_seed(0)
-    vw = torch.randn(shape, generator=g, dtype=torch.float64).to(dt)
-    vb = torch.ones(L, M, 1, 1, dtype=dt)
-    lam = torch.ones(L, M, 1, 1, dtype=dt)
-    mn = obj.mn
+def _lipschitz(V: View, n_power: int = 30) -> torch.Tensor:
+    """Largest eigenvalue of [X~ 1]^T diag(m / n) [X~ 1] per (layer, problem), by power iteration: (L, Q)."""
+    L, Q, D = V.P.L, len(V.sel), V.P.D
+    vw = torch.randn(L, Q, 1, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(V.P.dtype)
+    vb = torch.ones(L, Q, 1, dtype=V.P.dtype)
+    lam = torch.ones(L, Q, dtype=V.P.dtype)
     for _ in range(n_power):
         nrm = torch.sqrt((vw * vw).sum((-1, -2)) + (vb * vb).sum(-1)).clamp_min(1e-30)
         vw, vb = vw / nrm[..., None, None], vb / nrm[..., None]
-        dz = obj.design.forward(vw, vb)
-        hw, hb = obj.design.backward(dz * mn)
+        hw, hb = V.backward(V.forward(vw, vb) * V.mn)
         lam = (vw * hw).sum((-1, -2)) + (vb * hb).sum(-1)
         vw, vb = hw, hb
-    return lam.reshape(L, M, 1, 1) * 1.05 + 1e-12
+    return lam * 1.05 + 1e-12
+
+
+def _fista(P: Problems, l1: torch.Tensor, l2: torch.Tensor, tol: float, max_iter: int):
+    """Proximal gradient with Nesterov momentum and adaptive restart (O'Donoghue & Candes 2015)."""
+    V = P.view()
+    cmax = {"logistic": 0.25, "multinomial": 0.5, "squared": 1.0}[P.loss]  # bound on the loss curvature
+    lip = _lipschitz(V) * cmax  # (L, Q)
+    lip_w, lip_b = (lip + l2)[..., None, None], lip[..., None]
+    w = torch.zeros(P.L, P.Q, P.K, P.D, dtype=P.dtype)
+    b = V.init_intercept()
+    yw, yb = w.clone(), b.clone()
+    tk = torch.ones(P.L, P.Q, dtype=P.dtype)
+    n_iter = torch.zeros(P.L, P.Q, dtype=torch.long)
+    gnorm = _subgrad_norm(V, w, b, l1, l2)
+    done = gnorm <= tol
+    for it in range(max_iter):
+        if bool(done.all()):
+            break
+        _, gw, gb, _, _ = V.value_grad(yw, yb, l2)
+        w_new = _soft(yw - gw / lip_w, l1[:, None, None] / lip_w)
+        b_new = yb - gb / lip_b
+        w_new = torch.where(done[..., None, None], w, w_new)  # converged problems stay put
+        b_new = torch.where(done[..., None], b, b_new)
+        n_iter += (~done).long()
+        restart = ((yw - w_new) * (w_new - w)).sum((-1, -2)) + ((yb - b_new) * (b_new - b)).sum(-1) > 0
+        restart = restart | done
+        tk = torch.where(restart, torch.ones_like(tk), tk)
+        tk1 = 0.5 * (1 + torch.sqrt(1 + 4 * tk * tk))
+        mom = torch.where(restart, torch.zeros_like(tk), (tk - 1) / tk1)
+        yw, yb = w_new + mom[..., None, None] * (w_new - w), b_new + mom[..., None] * (b_new - b)
+        w, b, tk = w_new, b_new, tk1
+        if it % 10 == 9 or it == max_iter - 1:
+            gnorm = torch.where(done, gnorm, _subgrad_norm(V, w, b, l1, l2))
+            done = done | (gnorm <= tol)
+    return w, b, n_iter, gnorm
 
 
 def _as_tensor(X) -> torch.Tensor:
@@ -407,8 +247,8 @@ def _as_tensor(X) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
         return X if X.is_floating_point() else X.double()
     a = np.asarray(X)
-    if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float64)
+    if a.dtype not in (np.float32, np.float64):  # float16 stores widen exactly to float32
+        a = a.astype(np.float32 if np.issubdtype(a.dtype, np.floating) and a.itemsize < 4 else np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "non-writable array": nothing here writes to it
         return torch.from_numpy(a)
@@ -474,29 +314,24 @@ def fit_many(
     y_t = torch.where(torch.isnan(y_t), torch.zeros_like(y_t), y_t)  # rows outside masks may be NaN
     K = 1 if loss != "multinomial" else int(n_classes or int(y_t.max().item()) + 1)
     M, nC = masks.shape[0], Cs_t.shape[0]
-    shape = (L, M, nC, K, D)
-    design = _Design(X, masks, standardize, dtype)
-    obj = _Objective(design, y_t, masks, Cs_t, loss, K)
-    alpha = obj.alpha.expand(L, M, nC, 1)
+    y_MN = y_t if y_t.dim() == 2 else y_t[None].expand(M, N)
+    P = Problems(X, masks, y_MN, Cs_t, loss, K, standardize, dtype)
     if penalty == "l2":
-        sd = design.global_sd if standardize else torch.ones_like(design.global_sd)
-        pre = _Precond(design.Xc, sd, precond_rank)
-        if loss == "squared":
-            max_iter_, max_cg = (max_iter or 3), 500
-        else:
-            max_iter_, max_cg = (max_iter or 50), 200
-        w, b, n_iter, gnorm = _newton_cg(obj, pre, shape, tol, max_iter_, max_cg)
+        pre = Precond(P.Xc, P.global_sd if standardize else torch.ones_like(P.global_sd), precond_rank)
+        newton = max_iter or (3 if loss == "squared" else 50)
+        w, b, n_iter, gnorm = _newton_cg(P, pre, tol, newton, 500 if loss == "squared" else 200)
     elif penalty in ("l1", "elasticnet"):
         r = 1.0 if penalty == "l1" else float(l1_ratio)
-        w, b, n_iter, gnorm = _fista(obj, None, shape, alpha * r, alpha * (1 - r), tol, max_iter or 5000)
+        w, b, n_iter, gnorm = _fista(P, P.alpha_Q * r, P.alpha_Q * (1 - r), tol, 5000 if max_iter is None else max_iter)
     else:
         raise ValueError(f"penalty must be 'l2', 'l1' or 'elasticnet', got {penalty!r}")
+    shape = (L, M, nC)
     return BatchFit(
-        coef=w.to(torch.float64).numpy(),
-        intercept=b.to(torch.float64).numpy(),
-        mean=design.mean_LMD.numpy(),
-        scale=design.scale_LMD.numpy(),
-        n_iter=n_iter.numpy(),
-        grad_norm=gnorm.to(torch.float64).numpy(),
-        converged=(gnorm <= tol).numpy(),
+        coef=w.to(torch.float64).reshape(*shape, K, D).numpy(),
+        intercept=b.to(torch.float64).reshape(*shape, K).numpy(),
+        mean=P.mean_LMD.numpy(),
+        scale=P.scale_LMD.numpy(),
+        n_iter=n_iter.reshape(shape).numpy(),
+        grad_norm=gnorm.to(torch.float64).reshape(shape).numpy(),
+        converged=(gnorm <= tol).reshape(shape).numpy(),
     )
