@@ -356,6 +356,16 @@ def run(
     out.print(f"run folder: [bold]{out_dir}[/bold]" + (f"   report: [bold]{report_path}[/bold]" if report_path else ""))
 
 
+def _register_subcommands() -> None:
+    from . import cli_analysis, cli_melbo
+
+    cli_analysis.register(app)
+    cli_melbo.register(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Entry point: one-line errors and a non-zero exit, tracebacks only with --debug."""
     try:

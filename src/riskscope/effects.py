@@ -41,6 +41,14 @@ RISK_WORDS: tuple[str, ...] = (
 )
 """Words whose next-token probability measures "talks about risk" (single-token ones are used)."""
 
+NEUTRAL_WORDS: tuple[str, ...] = (
+    " cost", " costs", " price", " time", " speed", " size", " design", " color", " quality", " comfort",
+    " convenience", " budget", " features", " performance", " location", " schedule", " style", " space",
+    " storage", " battery", " layout", " format", " content", " colors", " money", " ease", " simplicity",
+)
+"""Everyday considerations: ``log P(risk words) - log P(these)`` is immune to a perturbation that merely
+flattens the next-token distribution (which lifts every rare word, risk words included)."""
+
 
 # --- probes read during the forwards ------------------------------------------------------------
 
@@ -169,6 +177,8 @@ class InterventionEffect:
     """(N,) change in log P(next token is a risk word)."""
     probe_delta: Mapping[str, np.ndarray] = field(repr=False, default_factory=dict)
     """Probe name -> (N,) change in its logit."""
+    risk_odds_N: np.ndarray | None = field(repr=False, default=None)
+    """(N,) change in log P(risk word) - log P(neutral word) (NaN without neutral words)."""
 
     @property
     def kl(self) -> float:
@@ -177,6 +187,11 @@ class InterventionEffect:
     @property
     def risk_dlogp(self) -> float:
         return float(np.nanmean(self.risk_dlogp_N)) if np.isfinite(self.risk_dlogp_N).any() else float("nan")
+
+    @property
+    def risk_dlogodds(self) -> float:
+        a = self.risk_odds_N
+        return float(np.nanmean(a)) if a is not None and np.isfinite(a).any() else float("nan")
 
     def probe_mean(self, name: str | None = None) -> float:
         """Mean change of a probe's logit (the first probe when ``name`` is None); NaN without probes."""
@@ -193,6 +208,7 @@ class InterventionEffect:
             "name": self.name, "n_texts": self.n_texts,
             "kl": _f(self.kl), "kl_sem": sem(self.kl_N),
             "risk_dlogp": _f(self.risk_dlogp), "risk_dlogp_sem": sem(self.risk_dlogp_N),
+            "risk_dlogodds": _f(self.risk_dlogodds),
             "probe_delta": {k: _f(np.mean(v)) for k, v in self.probe_delta.items()},
             "boosts": [t.to_dict() for t in self.boosts],
             "suppresses": [t.to_dict() for t in self.suppresses],
@@ -221,32 +237,41 @@ class _Accumulator:
 
     def __init__(self, n: int, vocab: int, probes: Sequence[str]):
         self.sum_V = torch.zeros(vocab, dtype=torch.float64)
+        self.p_V = torch.zeros(vocab, dtype=torch.float64)  # sum of max(clean, intervened) probability
         self.up_V = torch.zeros(vocab, dtype=torch.int64)
         self.down_V = torch.zeros(vocab, dtype=torch.int64)
         self.kl_N = np.zeros(n)
         self.risk_N = np.full(n, np.nan)
+        self.odds_N = np.full(n, np.nan)
         self.probe = {p: np.zeros(n) for p in probes}
 
-    def add(self, rows, clean_lp, lp, risk_ids, clean_scores, scores) -> None:
+    def add(self, rows, clean_lp, lp, risk_ids, neutral_ids, clean_scores, scores) -> None:
         d = (lp - clean_lp).cpu()  # (B, V)
         self.sum_V += d.sum(0, dtype=torch.float64)
+        self.p_V += torch.maximum(clean_lp, lp).exp().cpu().sum(0, dtype=torch.float64)
         self.up_V += (d > 0).sum(0)
         self.down_V += (d < 0).sum(0)
         self.kl_N[rows] = (clean_lp.exp() * (clean_lp - lp)).sum(-1).clamp_min(0).double().cpu().numpy()
         if risk_ids is not None:
             r = torch.logsumexp(lp[:, risk_ids], -1) - torch.logsumexp(clean_lp[:, risk_ids], -1)
             self.risk_N[rows] = r.double().cpu().numpy()
+            if neutral_ids:
+                c = torch.logsumexp(lp[:, neutral_ids], -1) - torch.logsumexp(clean_lp[:, neutral_ids], -1)
+                self.odds_N[rows] = (r - c).double().cpu().numpy()
         for k in self.probe:
             self.probe[k][rows] = scores[k] - clean_scores[k]
 
-    def result(self, name: str, tokenizer, n: int, top: int) -> InterventionEffect:
+    def result(self, name: str, tokenizer, n: int, top: int, min_prob: float) -> InterventionEffect:
         mean = (self.sum_V / n).numpy()
-        k = min(top, len(mean))
-        up = np.argsort(-mean, kind="stable")[:k]
-        down = np.argsort(mean, kind="stable")[:k]
+        eligible = (self.p_V / n).numpy() >= min_prob
+        if eligible.sum() < 2 * top:  # too few plausible tokens: rank them all
+            eligible[:] = True
+        k = min(top, int(eligible.sum()))
+        up = np.argsort(-np.where(eligible, mean, -np.inf), kind="stable")[:k]
+        down = np.argsort(np.where(eligible, mean, np.inf), kind="stable")[:k]
         boosts = tuple(TokenShift(token_text(tokenizer, i), int(i), float(mean[i]), int(self.up_V[i])) for i in up)
         sup = tuple(TokenShift(token_text(tokenizer, i), int(i), float(mean[i]), int(self.down_V[i])) for i in down)
-        return InterventionEffect(name, n, boosts, sup, self.kl_N, self.risk_N, dict(self.probe))
+        return InterventionEffect(name, n, boosts, sup, self.kl_N, self.risk_N, dict(self.probe), self.odds_N)
 
 
 @contextlib.contextmanager
@@ -288,7 +313,8 @@ class _Batch:
         self.replay = replay and len(self.calls) == len(blocks)
         if self.replay and verify:  # the replay must reproduce the clean forward, or it is not used
             lp, _ = self._replay((), 0)
-            self.replay = bool(torch.allclose(lp, self.clean_lp, atol=1e-4, rtol=1e-4))
+            tol = 1e-4 if lm.model.dtype == torch.float32 else 5e-2
+            self.replay = bool(torch.allclose(lp, self.clean_lp, atol=tol, rtol=tol))
 
     def _captures(self, stack, start: int):
         return [(p, stack.enter_context(capture(self.lm, [p.point], reduce=p.positions)))
@@ -341,8 +367,10 @@ def run_effects(
     *,
     probes: Sequence[Any] = (),
     risk_words: Sequence[str] = RISK_WORDS,
+    neutral_words: Sequence[str] = NEUTRAL_WORDS,
     batch_size: int = 32,
     top_tokens: int = 12,
+    min_prob: float = 1e-4,
     replay: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, InterventionEffect]:
@@ -350,12 +378,15 @@ def run_effects(
 
     Args:
         lm: the model.
-        texts: texts whose next token is predicted.
+        texts: texts whose next token is predicted (or their token-id lists).
         interventions: name -> hook operations applied together.
         probes: probes (or probe bundles) whose logit change is reported.
         risk_words: words whose joint next-token log-probability is tracked.
+        neutral_words: everyday words; the change of ``log P(risk) - log P(neutral)`` is reported too.
         batch_size: texts per forward.
         top_tokens: tokens listed per direction.
+        min_prob: only tokens whose mean probability (the larger of clean and intervened) reaches
+            this are listed, so shifts among implausible tokens do not crowd the lists.
         replay: re-run only the blocks from an intervention's first layer on (checked against the
             clean forward on the first batch; full forwards are used if it does not match).
         progress: called with (forwards done, forwards total).
@@ -368,7 +399,7 @@ def run_effects(
     probes = [PointProbe.of(p) for p in probes]
     for p in probes:
         p.check(lm)
-    ids = tokenize(lm, texts)
+    ids = [list(t) for t in texts] if not isinstance(texts[0], str) else tokenize(lm, texts)
     too_long = [i for i, r in enumerate(ids) if len(r) > lm.context_length]
     if too_long:
         raise RiskscopeError(f"text {too_long[0] + 1} is longer than the model context ({lm.context_length} tokens)")
@@ -376,6 +407,8 @@ def run_effects(
         raise RiskscopeError("a text tokenises to nothing")
     order = np.argsort([-len(r) for r in ids], kind="stable")
     risk_ids = word_token_ids(lm, risk_words) if risk_words else None
+    neutral_ids = [i for i in word_token_ids(lm, neutral_words) if i not in (risk_ids or [])] \
+        if neutral_words and risk_ids else None
     n = len(texts)
     accs = {name: None for name in interventions}
     n_batches = math.ceil(n / batch_size)
@@ -393,14 +426,14 @@ def run_effects(
                 if accs[name] is None:
                     accs[name] = _Accumulator(n, batch.clean_lp.shape[-1], [p.name for p in probes])
                 lp, scores = batch.run(ops)
-                accs[name].add(rows, batch.clean_lp, lp, risk_ids, batch.clean_scores, scores)
+                accs[name].add(rows, batch.clean_lp, lp, risk_ids, neutral_ids, batch.clean_scores, scores)
                 done += 1
                 if progress:
                     progress(done, total)
-    return {name: accs[name].result(name, lm.tokenizer, n, top_tokens) for name in interventions}
+    return {name: accs[name].result(name, lm.tokenizer, n, top_tokens, min_prob) for name in interventions}
 
 
 __all__ = [
-    "RISK_WORDS", "InterventionEffect", "LinearReadout", "PointProbe", "TokenShift", "fit_point_probe",
+    "NEUTRAL_WORDS", "RISK_WORDS", "InterventionEffect", "LinearReadout", "PointProbe", "TokenShift", "fit_point_probe",
     "run_effects", "token_text", "word_token_ids",
 ]

@@ -16,8 +16,8 @@ from ..errors import RiskscopeError
 Orthogonal = Literal["hard", "soft", "none"]
 Embedder = Literal["minilm", "ngram"]
 # The relative radius grid: multiples of the median norm of the residual stream leaving the
-# source layer (over the prompt tokens); SmolLM2's is ~130, so 0.02..0.5 covers 2.6..65.
-RELATIVE_GRID = (0.02, 0.04, 0.08, 0.15, 0.25, 0.4)
+# source layer (over the prompt tokens); SmolLM2's is ~130, so 0.02..0.4 covers 2.6..52.
+RELATIVE_GRID = (0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 @dataclass(frozen=True)
@@ -124,16 +124,18 @@ class MelboConfig:
     """With ``vector_batch=None``: about this many tokens (vectors x prompts x length) per forward."""
     mixed_precision: bool = False
     """Run the steered layers under bfloat16 autocast (for GPUs; slower on most CPUs)."""
+    share_prefix: bool = True
+    """Run the prompts' shared prefix (e.g. the chat template) once per vector through the KV cache (exact)."""
     chat: bool = True
     """Wrap each prompt in the model's chat template (user turn + generation prompt)."""
     radius_grid: tuple[float, ...] = RELATIVE_GRID
     """Radii tried by ``radius="auto"`` (see ``grid_relative``)."""
     grid_relative: bool = True
     """Grid values are multiples of the median residual norm at the source layer (else absolute)."""
-    sweep_vectors: int = 6
+    sweep_vectors: int = 4
     """Vectors trained per grid radius during the sweep (all radii train together in one batch)."""
     sweep_steps: int | None = None
-    """Steps for the sweep; None = ``steps`` // 2."""
+    """Steps for the sweep; None = ``steps`` // 3."""
 
     def __post_init__(self) -> None:
         if self.n_vectors < 1:

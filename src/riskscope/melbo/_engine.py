@@ -14,6 +14,13 @@ output (every family except Gemma, whose post-MLP norm sits in between; checked
 numerically, not assumed), the source block is skipped too and the cached block
 output is used directly.
 
+Prompts that share a prefix (every chat prompt starts with the same template) are run
+prefix-first: with causal attention, a vector's steered activations on the shared prefix
+do not depend on the prompt, so the prefix runs once per vector (batch C) and fills the
+model's own KV cache, which is then repeated for each prompt while the suffixes run
+(batch C*P). Exact; checked numerically against the plain path at setup, which is used
+instead if they disagree.
+
 Batch rows are vector-major: row ``c * P + i`` holds vector ``c`` on prompt ``i``.
 """
 
@@ -27,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..errors import RiskscopeError
-from ..hooks import HookPoint, capture, pad_batch, run_batch, tokenize
+from ..hooks import HookPoint, capture, pad_batch, position_ids_for, run_batch, tokenize
 from ..models import LoadedModel
 from ._config import Positions
 
@@ -135,7 +142,7 @@ class SteeredSlice:
     source layer's MLP output. Built once per (model, prompts, layers); cheap to call many times."""
 
     def __init__(self, lm: LoadedModel, ids: Sequence[Sequence[int]], source: int, target: int,
-                 positions: Positions, mixed_precision: bool = False) -> None:
+                 positions: Positions, mixed_precision: bool = False, share_prefix: bool = True) -> None:
         if not 0 <= source < target < lm.n_layers:
             raise RiskscopeError(f"need 0 <= source < target < {lm.n_layers}, got source={source}, target={target}")
         self.lm, self.source, self.target = lm, source, target
@@ -155,7 +162,12 @@ class SteeredSlice:
         self.z0_PTD = got[points[1]].float()         # unsteered target activations
         self.neurons_PTF = got[points[2]]            # source MLP neurons (adapters read these)
         self._replays: dict[int, dict[int, tuple[tuple, dict]]] = {}
+        self._prefixed: dict[int, tuple] = {}
         self.additive = self._check_additive()
+        self.prefix_len = 0
+        self.prefix_note = "off"
+        if share_prefix:
+            self.prefix_len, self.prefix_note = self._check_prefix(ids)
 
     # --- cached block inputs, one set per batch size -------------------------------------------------
     def _replay(self, n_vectors: int) -> dict[int, tuple[tuple, dict]]:
@@ -213,6 +225,95 @@ class SteeredSlice:
         tol = 1e-3 if hidden.dtype == torch.float32 else 3e-2
         return err < tol
 
+    # --- shared prefix --------------------------------------------------------------------------------
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.lm.model.config)
+
+    def _record_prefixed(self, n_vectors: int) -> tuple:
+        """Record block inputs for the prefix pass (batch C, filling a KV cache) and the suffix pass
+        (batch C*P, reading the cache repeated per prompt). Returns (prefix rec, suffix rec, cache)."""
+        L, P, C = self.prefix_len, self.n_prompts, n_vectors
+        blocks, device = self.lm.layout.blocks, self.lm.device
+        start = self.source if not self.additive else self.source + 1
+        cache = self._new_cache()
+        recs: list[dict] = [{}, {}]
+        handles = []
+
+        def make(layer: int, which: int):
+            def pre(mod, args, kwargs):
+                recs[which][layer] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs))
+                if which == 1 and layer == self.target:
+                    raise _Halt
+            return pre
+
+        def halt(mod, args, output):
+            raise _Halt
+
+        suffix_mask = self.mask[:, L:].repeat(C, 1)
+        suffix_ids = self.input_ids[:, L:].repeat(C, 1)
+        try:
+            for which, (ids, mask, pos) in enumerate([
+                (self.input_ids[:1, :L].repeat(C, 1), torch.ones(C, L, dtype=torch.long, device=device),
+                 torch.arange(L, device=device)[None].repeat(C, 1)),
+                (suffix_ids, torch.cat([torch.ones(C * P, L, dtype=torch.long, device=device), suffix_mask], 1),
+                 L + position_ids_for(suffix_mask)),
+            ]):
+                handles = [blocks[i].register_forward_pre_hook(make(i, which), with_kwargs=True)
+                           for i in range(start, self.target + 1)]
+                if which == 0:  # the cache must hold every layer up to the target
+                    handles.append(blocks[self.target].register_forward_hook(halt))
+                with torch.no_grad():
+                    try:
+                        self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                      use_cache=True)
+                    except _Halt:
+                        pass
+                for h in handles:
+                    h.remove()
+                handles = []
+                if which == 0:
+                    cache.batch_repeat_interleave(P)
+        finally:
+            for h in handles:
+                h.remove()
+        return recs[0], recs[1], cache
+
+    def _prefix_replay(self, n_vectors: int) -> tuple:
+        if n_vectors not in self._prefixed:
+            if len(self._prefixed) > 4:
+                self._prefixed.clear()
+            self._prefixed[n_vectors] = self._record_prefixed(n_vectors)
+        return self._prefixed[n_vectors]
+
+    def _check_prefix(self, ids: Sequence[Sequence[int]]) -> tuple[int, str]:
+        """Length of the prefix to share (0 = none) and why."""
+        if self.n_prompts < 2:
+            return 0, "off (one prompt)"
+        L = 0
+        shortest = min(len(r) for r in ids)
+        while L < shortest - 1 and all(r[L] == ids[0][L] for r in ids):
+            L += 1
+        if L < 4:
+            return 0, f"off (shared prefix of {L} tokens)"
+        self.prefix_len = L
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        delta = torch.randn(2, self.lm.d_model, generator=gen).to(self.lm.device)
+        delta = delta / delta.norm(dim=1, keepdim=True) * 0.1 * self.residual_norm()
+        try:
+            with torch.no_grad():
+                shared = self.target_acts(delta)
+                self.prefix_len = 0
+                plain = self.target_acts(delta)
+        except Exception as e:  # a family whose cache handling we cannot replay: use the plain path
+            self.prefix_len, self._prefixed = 0, {}
+            return 0, f"off ({type(e).__name__} while replaying with a KV cache)"
+        keep = self.mask.bool()[None, :, :, None]
+        err = float(((shared - plain) * keep).abs().max() / plain.abs().max().clamp_min(1e-12))
+        self._prefixed = {} if err > 1e-4 else self._prefixed
+        return (L, f"on ({L} tokens)") if err <= 1e-4 else (0, f"off (mismatch {err:.2g})")
+
     # --- the steered forward --------------------------------------------------------------------------
     def target_acts(self, delta: Tensor) -> Tensor:
         """Target-layer activations (C, P, T, D) with ``delta`` added to the source MLP output.
@@ -220,23 +321,64 @@ class SteeredSlice:
         P, (T, D) = self.n_prompts, self.h_src_PTD.shape[1:]
         C = delta.shape[0]
         delta4 = delta[:, None, None, :] if delta.ndim == 2 else delta
+        if self.prefix_len:
+            return self._target_acts_prefixed(delta4)
         rec = self._replay(C)
-        blocks = self.lm.layout.blocks
-        device_type = self.lm.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.mixed_precision):
-            delta4 = delta4.to(self.h_src_PTD.dtype)
+        flat = delta4.to(self.h_src_PTD.dtype).expand(C, P, T, D).reshape(C * P, T, D)
+        with torch.autocast(self.lm.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
             if self.additive:
-                hidden = (self.h_src_PTD[None] + delta4).reshape(C * P, T, D)
+                hidden = self.h_src_PTD.repeat(C, 1, 1) + flat
             else:
                 args, kwargs = rec[self.source]
-                src_in = args[0] if args else kwargs["hidden_states"]
-                flat = delta4.expand(C, P, T, D).reshape(C * P, T, D)
-                with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: flat):
-                    hidden = _call_block(blocks[self.source], src_in, args, kwargs)
-            for layer in range(self.source + 1, self.target + 1):
-                args, kwargs = rec[layer]
-                hidden = _call_block(blocks[layer], hidden, args, kwargs)
+                hidden = args[0] if args else kwargs["hidden_states"]
+            hidden = self._run(rec, hidden, flat)
         return hidden.float().reshape(C, P, T, D)
+
+    def _run(self, rec: dict, hidden: Tensor, delta_flat: Tensor, old_cache=None, cache=None) -> Tensor:
+        """Replay the recorded blocks from ``hidden`` (the source block's output when additive, else its
+        input, with ``delta_flat`` added to its MLP output); the recording's KV cache is swapped for ``cache``."""
+        blocks = self.lm.layout.blocks
+
+        def swap(v):
+            return cache if old_cache is not None and v is old_cache else v
+
+        layers = range(self.source + 1, self.target + 1)
+        if not self.additive:
+            args, kwargs = rec[self.source]
+            with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: delta_flat):
+                hidden = _call_block(blocks[self.source], hidden, tuple(swap(a) for a in args),
+                                     {k: swap(v) for k, v in kwargs.items()})
+        for layer in layers:
+            args, kwargs = rec[layer]
+            hidden = _call_block(blocks[layer], hidden, tuple(swap(a) for a in args),
+                                 {k: swap(v) for k, v in kwargs.items()})
+        return hidden
+
+    def _target_acts_prefixed(self, delta4: Tensor) -> Tensor:
+        """Prefix once per vector into a fresh KV cache, then every prompt's suffix."""
+        C, P, L = delta4.shape[0], self.n_prompts, self.prefix_len
+        T, D = self.h_src_PTD.shape[1:]
+        rec_p, rec_s, old = self._prefix_replay(C)
+        cache = self._new_cache()
+        delta4 = delta4.to(self.h_src_PTD.dtype)
+        d_pre = delta4[:, 0, :L] if delta4.shape[2] > 1 else delta4[:, 0].expand(C, L, D)        # (C, L, D)
+        d_suf = (delta4[:, :, L:] if delta4.shape[2] > 1 else delta4).expand(C, P, T - L, D)      # (C, P, S, D)
+        d_suf = d_suf.reshape(C * P, T - L, D)
+        with torch.autocast(self.lm.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            if self.additive:
+                z_pre = self._run(rec_p, self.h_src_PTD[:1, :L] + d_pre, d_pre, old, cache)
+            else:
+                args, kwargs = rec_p[self.source]
+                z_pre = self._run(rec_p, args[0] if args else kwargs["hidden_states"], d_pre, old, cache)
+            cache.batch_repeat_interleave(P)
+            if self.additive:
+                h = (self.h_src_PTD[None, :, L:] + d_suf.reshape(C, P, T - L, D)).reshape(C * P, T - L, D)
+                z_suf = self._run(rec_s, h, d_suf, old, cache)
+            else:
+                args, kwargs = rec_s[self.source]
+                z_suf = self._run(rec_s, args[0] if args else kwargs["hidden_states"], d_suf, old, cache)
+        z_pre = z_pre.float()[:, None].expand(C, P, L, D)
+        return torch.cat([z_pre, z_suf.float().reshape(C, P, T - L, D)], dim=2)
 
     def objective(self, z_CPTD: Tensor, p: float, q: float) -> Tensor:
         """The MELBO objective (C,) of target activations from :meth:`target_acts`."""
@@ -249,7 +391,8 @@ class SteeredSlice:
         return float(self.h_src_PTD.norm(dim=-1)[keep].median())
 
     def tokens_per_vector(self) -> int:
-        return self.n_prompts * int(self.input_ids.shape[1])
+        T = int(self.input_ids.shape[1])
+        return self.prefix_len + self.n_prompts * (T - self.prefix_len)
 
 
 __all__ = ["EncodedPrompts", "SteeredSlice", "add_to_output", "encode_prompts", "format_prompts",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,9 +41,9 @@ def _svg(fig) -> str:
 
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.find("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>", "", text[text.find("<svg"):], flags=re.S)
 
 
 def _figure(w: float = 5.2, h: float = 3.2):
@@ -91,6 +92,8 @@ def _sweep_plot(sweep: dict) -> str:
     ax.plot(r, [c["fluent_fraction"] for c in curve], "^:", alpha=0.7, label="fluent fraction")
     ax.axvline(sweep["chosen"], color="k", lw=1, ls="--")
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(r, [f"{x:.3g}" for x in r])
     ax.set_xlabel("radius R")
     ax.set_title(f"radius sweep: chose R = {sweep['chosen']:.3g}")
     ax.legend(fontsize=8)

@@ -96,7 +96,8 @@ def _adapter_unit_size(sl: SteeredSlice, rank: int, seed: int) -> float:
 
 def _slice(lm: LoadedModel, enc: EncodedPrompts, cfg: MelboConfig) -> SteeredSlice:
     source, target = cfg.check_model(lm.n_layers, lm.d_model, lm.layout.d_mlp)
-    return SteeredSlice(lm, enc.ids, source, target, Positions.parse(cfg.positions), cfg.mixed_precision)
+    return SteeredSlice(lm, enc.ids, source, target, Positions.parse(cfg.positions), cfg.mixed_precision,
+                        cfg.share_prefix)
 
 
 def train_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = MelboConfig(),
@@ -276,6 +277,8 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
                             "random_mean": float(np.mean(res.random_objective)) if res.random_objective else None}
     metrics["training_curves"] = tr.curves_SV.T.tolist()
     metrics["vector_steps_per_second"] = tr.vector_steps_per_second
+    metrics["engine"] = {"additive_source": sl.additive, "shared_prefix": sl.prefix_note,
+                         "tokens_per_vector": sl.tokens_per_vector()}
     metrics["radius"] = {"value": radius, "chosen_by": "auto" if sweep else "given",
                          "residual_norm": sl.residual_norm()}
     if sweep:
@@ -300,7 +303,7 @@ def _sweep(sl: SteeredSlice, cfg: MelboConfig, judge: _Judge, progress: Progress
     k = cfg.sweep_vectors
     radius_V = torch.tensor([r for r in radii for _ in range(k)])
     group_V = torch.arange(len(radii)).repeat_interleave(k)
-    steps = cfg.sweep_steps or max(1, cfg.steps // 2)
+    steps = cfg.sweep_steps or max(1, cfg.steps // 3)
     sweep_cfg = MelboConfig.from_dict({**cfg.to_dict(), "seed": cfg.seed + 1, "radius": 1.0})
     tr = train(sl, sweep_cfg, radius_V, group_V, steps=steps,
                progress=lambda d, t: _note(progress, "radius sweep", d, t))

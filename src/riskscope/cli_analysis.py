@@ -1,0 +1,386 @@
+"""CLI commands for the analyses of issue 5: ``neurons``, ``ask``, ``steer``, ``trace``, ``vector``.
+
+``register(app)`` adds them to the ``riskscope`` typer app. No analysis logic
+lives here; every command calls the Python API and writes JSON with the same
+``to_dict`` the run pipeline uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from .errors import RiskscopeError
+
+_MODEL_HELP = ("default | a named model | path/to/file.gguf | local HF dir | hub id in the local HF cache "
+               "(default for run-folder commands: the run's model)")
+JsonOpt = typer.Option(False, "--json", help="print a JSON summary instead of tables")
+DTypeOpt = typer.Option("float32", help="model dtype: float32 (CPU default), bfloat16, float16, auto")
+DeviceOpt = typer.Option("cpu", help="cpu, cuda, cuda:N, or auto")
+OutOpt = typer.Option(None, "--out", "-o", help="also write the full result as JSON here")
+
+
+def _ui():
+    from . import cli
+
+    return cli
+
+
+def _layers(text: Optional[str], n_layers: int | None = None) -> list[int] | None:
+    if not text:
+        return None
+    return _ui().parse_layers(text, n_layers if n_layers is not None else 10**6)
+
+
+def _store_of(run: Path):
+    from .store import Store
+
+    run = Path(run)
+    if (run / "store" / "manifest.json").is_file():
+        return Store.open(run / "store")
+    if (run / "manifest.json").is_file() and (run / "rows.jsonl").is_file():
+        return Store.open(run)
+    raise RiskscopeError(f"{run} is neither a run folder (with store/) nor an activation store")
+
+
+def _model_of(run: Path, store, model: Optional[str], dtype: str, device: str):
+    spec = model
+    if spec is None:
+        for path in (Path(run) / "manifest.json", store.root / "manifest.json"):
+            if path.is_file():
+                spec = (json.loads(path.read_text()).get("model") or {}).get("model")
+                if spec:
+                    break
+    return _ui()._load(spec or "default", dtype, device, False, None)
+
+
+def _probe_of(run: Path, store, hook: Optional[str], layer: Optional[int]):
+    """The run's probe bundle if there is one, else a probe fitted on the store at the best (or given) point."""
+    from .effects import PointProbe, fit_point_probe
+
+    bundle = Path(run) / "probe"
+    if hook is None and layer is None and bundle.is_dir():
+        try:
+            from .scoring import Probe  # written by the run pipeline
+
+            return PointProbe.of(Probe.load(bundle))
+        except ImportError:
+            pass
+    if hook is None or layer is None:
+        metrics = Path(run) / "metrics.json"
+        best = json.loads(metrics.read_text()).get("best", {}) if metrics.is_file() else {}
+        hook = hook or best.get("hook") or "resid_post"
+        have = sorted(p.layer for p in store.points if p.hook == hook)
+        if not have:
+            raise RiskscopeError(f"{store.root} holds no {hook} points to fit a probe on")
+        layer = layer if layer is not None else best.get("layer", have[(2 * len(have)) // 3])
+    return fit_point_probe(store, hook, int(layer))
+
+
+def _load_vector(path: Path):
+    from .control_vectors import import_control_vector
+    from .steering import SteeringVector
+
+    return import_control_vector(path) if str(path).endswith(".gguf") else SteeringVector.load(path)
+
+
+def _print_json(data) -> None:
+    _ui().out.print_json(json.dumps(data, default=str))
+
+
+def _save(out: Optional[Path], data) -> None:
+    if out is not None:
+        from .neurons import atomic_json
+
+        atomic_json(out, data)
+
+
+def neurons(
+    run: Path = typer.Argument(..., help="run folder (or activation store) with mlp_neurons activations"),
+    layers: Optional[str] = typer.Option(None, help="layers to rank (default: all in the store), e.g. 20-29"),
+    effect_layers: Optional[str] = typer.Option(None, "--effect-layers",
+                                                help="layers to clamp (default: the 3 with the largest effect sizes)"),
+    top_k: int = typer.Option(10, help="neurons listed per layer"),
+    by: str = typer.Option("weight", help="rank by |standardised probe weight| (weight) or |Cohen's d| (effect)"),
+    effects: bool = typer.Option(True, "--effects/--no-effects", help="clamp neurons in the live model"),
+    mode: str = typer.Option("sd", help="clamp to: sd (risky mean + k sd), risky_mean (k x it), value, zero"),
+    k: float = typer.Option(10.0, help="multiplier for sd / risky_mean modes"),
+    value: float = typer.Option(1.0, help="clamp value for --mode value"),
+    positions: str = typer.Option("all", help="clamp at all tokens or only the last"),
+    n_texts: int = typer.Option(48, help="validation texts (whole pairs)"),
+    singles: int = typer.Option(3, help="top neurons per layer clamped one at a time"),
+    group: int = typer.Option(10, help="top neurons per layer clamped together (0 = no group clamp)"),
+    batch_size: int = typer.Option(32, help="texts per forward"),
+    seed: int = typer.Option(0, help="seed for validation texts and control neurons"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    dtype: str = DTypeOpt,
+    device: str = DeviceOpt,
+    out: Optional[Path] = OutOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Rank MLP neurons by probe weight and effect size; clamp the top ones next to random controls."""
+    from .clamping import EffectsConfig, neuron_effects
+    from .neurons import rank_neurons
+
+    store = _store_of(run)
+    ranking = rank_neurons(store, _layers(layers), top_k=top_k, by=by)
+    result: dict = {"ranking": ranking.to_dict()}
+    if effects:
+        cfg = EffectsConfig(mode=mode, k=k, value=value, positions=positions, n_texts=n_texts, singles=singles,
+                            group=group, batch_size=batch_size, seed=seed)
+        lm = _model_of(run, store, model, dtype, device)
+        ui = _ui()
+        with ui._progress() as prog:
+            task = prog.add_task("clamping neurons", total=None)
+            ne = neuron_effects(lm, store, ranking, _layers(effect_layers, lm.n_layers), config=cfg,
+                                progress=lambda done, total: prog.update(task, completed=done, total=total))
+        result["effects"] = ne.to_dict()
+    _save(out if out is not None else (Path(run) / "neurons.json" if (Path(run) / "store").is_dir() else None),
+          result)
+    if json_out:
+        _print_json(result)
+        return
+    _print_neurons(ranking, result.get("effects"))
+
+
+def _print_neurons(ranking, effects: dict | None) -> None:
+    from rich.table import Table
+
+    ui = _ui()
+    t = Table("neuron", "weight", "Cohen's d", "risky - benign", title=f"top neurons by {ranking.by}")
+    for layer in ranking.layers:
+        for s in ranking.top[layer][:5]:
+            t.add_row(s.label, f"{s.weight:+.3f}", f"{s.effect_size:+.2f}", f"{s.mean_diff:+.4f}")
+    ui.out.print(t)
+    if not effects:
+        return
+    t = Table("clamp", "KL", "KL random", "Δ log P(risk)", "Δ random", "boosts (texts where it holds)",
+              title=f"clamping effects on {effects['n_texts']} texts, next to random neurons of the same layer")
+    for r in (*effects["singles"], *effects["groups"]):
+        e, c = r["effect"], r["control"]
+        boosts = ", ".join(f"{b['token'].strip()!r}({b['n_texts']})" for b in e["boosts"][:8])
+        t.add_row(r["label"], f"{e['kl']:.4f}", f"{c['kl']:.4f}", f"{e['risk_dlogp'] or 0:+.3f}",
+                  f"{c['risk_dlogp'] or 0:+.3f}", boosts)
+    ui.out.print(t)
+
+
+def ask(
+    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
+    dataset: str = typer.Option("cyber_risk_pairs", "--dataset", "-d", help="built-in name or .jsonl/.csv file"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N pairs"),
+    template_file: Optional[Path] = typer.Option(None, "--templates",
+                                                 help="JSON list of {name, prompt, positive, negative, chat}"),
+    prompt: Optional[str] = typer.Option(None, help="one template, e.g. '{text} The risk seems'"),
+    positive: str = typer.Option(" high", help="comma list of answers meaning risky (with --prompt)"),
+    negative: str = typer.Option(" low", help="comma list of answers meaning benign (with --prompt)"),
+    chat: bool = typer.Option(False, "--chat", help="wrap --prompt in the chat template"),
+    folds: int = typer.Option(5, help="grouped folds (the probes' default)"),
+    seed: int = typer.Option(0, help="fold and bootstrap seed (the probes' default)"),
+    n_bootstrap: int = typer.Option(1000, help="bootstrap resamples of pairs for the AUC interval"),
+    batch_size: int = typer.Option(16, help="prompts per forward"),
+    dtype: str = DTypeOpt,
+    device: str = DeviceOpt,
+    out: Optional[Path] = OutOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Ask the model zero-shot (e.g. ' high' vs ' low' next) and score it like the probes."""
+    from .ask import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, load_templates
+    from .datasets import load_dataset
+
+    if prompt is not None:
+        templates = (AskTemplate("custom", prompt, tuple(positive.split(",")), tuple(negative.split(",")), chat),)
+    elif template_file is not None:
+        templates = load_templates(template_file)
+    else:
+        templates = DEFAULT_TEMPLATES
+    data = load_dataset(dataset).limit(limit)
+    ui = _ui()
+    lm = ui._load(model, dtype, device, False, None)
+    with ui._progress() as prog:
+        task = prog.add_task("asking", total=len(data) * len(templates))
+        ev = ask_baseline(lm, data.texts, data.labels, data.pair_ids, templates, folds=folds, seed=seed,
+                          n_bootstrap=n_bootstrap, batch_size=batch_size, progress=lambda n: prog.advance(task, n))
+    _save(out, ev.to_dict(arrays=True))
+    if json_out:
+        _print_json(ev.to_dict())
+        return
+    from rich.table import Table
+
+    t = Table("template", "AUC", "95% CI", "pair acc.", "F1", "acc.", "zero-shot acc.", "answers")
+    for r in ev.results:
+        t.add_row(r.template.name, f"{r.auc:.3f}", f"{r.auc_ci[0]:.2f}–{r.auc_ci[1]:.2f}", f"{r.pair_accuracy:.3f}",
+                  f"{r.f1:.3f}", f"{r.accuracy:.3f}", f"{r.zero_shot_accuracy:.3f}",
+                  f"{r.answer_tokens['positive']} vs {r.answer_tokens['negative']}")
+    ui.out.print(t)
+
+
+def steer(
+    prompts: Optional[list[str]] = typer.Argument(None, help="prompts to complete (none with --demo)"),
+    vector: Path = typer.Option(..., "--vector", "-v", help="riskscope vector (NAME.safetensors/.json) or .gguf"),
+    scale: float = typer.Option(4.0, help="multiplier of the vector"),
+    layers: Optional[str] = typer.Option(None, help="use only these layers of the vector, e.g. 8 or 6-10"),
+    positions: str = typer.Option("all", help="add at all tokens or only the last one of each forward"),
+    max_new_tokens: int = typer.Option(40, help="tokens to generate"),
+    chat: bool = typer.Option(True, "--chat/--no-chat", help="wrap prompts in the chat template"),
+    demo: bool = typer.Option(False, "--demo", help="run the caution demo on neutral prompts vs a random vector"),
+    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
+    dtype: str = DTypeOpt,
+    device: str = DeviceOpt,
+    out: Optional[Path] = OutOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Print unsteered and steered completions side by side (or run the caution demo)."""
+    from .caution import NEUTRAL_PROMPTS, caution_demo, steer_compare
+    from .steering import SteeringVector
+
+    vec = _load_vector(vector)
+    if positions not in ("all", "last"):
+        raise RiskscopeError(f"--positions must be all or last, got {positions!r}")
+    ui = _ui()
+    lm = ui._load(model, dtype, device, False, None)
+    chosen = _layers(layers, lm.n_layers)
+    if chosen:
+        missing = [k for k in chosen if k not in vec.vectors]
+        if missing:
+            raise RiskscopeError(f"{vector} has no layer(s) {missing}; it has {vec.layers}")
+        vec = SteeringVector({k: vec.vectors[k] for k in chosen}, hook=vec.hook, model=vec.model, meta=vec.meta)
+    vec.check(lm)
+    if demo:
+        with ui.err.status("running the caution demo ..."):
+            res = caution_demo(lm, vec, list(prompts) if prompts else NEUTRAL_PROMPTS, scale=scale, chat=chat,
+                               max_new_tokens=max_new_tokens)
+        _save(out, res.to_dict())
+        if json_out:
+            _print_json(res.to_dict())
+            return
+        ui.out.print(f"steered: {res.steered}\nrandom:  {res.random}\nnone:    {res.baseline}\nwins: {res.wins:.2f}")
+        return
+    if not prompts:
+        raise RiskscopeError("give at least one prompt (or --demo)")
+    with ui.err.status("generating ..."):
+        samples = steer_compare(lm, prompts, vec, scale=scale, positions=None if positions == "all" else "last",
+                                max_new_tokens=max_new_tokens, chat=chat)
+    data = {"vector": str(vector), "layers": vec.layers, "scale": scale, "samples": [s.to_dict() for s in samples]}
+    _save(out, data)
+    if json_out:
+        _print_json(data)
+        return
+    from rich.table import Table
+
+    t = Table("prompt", "unsteered", f"steered (x{scale:g}, layers {vec.layers})", show_lines=True)
+    for s in samples:
+        t.add_row(s.prompt, s.unsteered, s.steered)
+    ui.out.print(t)
+
+
+def trace(
+    texts: Optional[list[str]] = typer.Argument(None, help="texts to trace (default: pairs from the run's store)"),
+    run: Path = typer.Option(..., "--run", "-r", help="run folder (or activation store) to take the probe from"),
+    hook: Optional[str] = typer.Option(None, help="probe hook (default: the run's best)"),
+    layer: Optional[int] = typer.Option(None, help="probe layer (default: the run's best)"),
+    pairs: int = typer.Option(3, help="pairs from the store when no texts are given"),
+    attribution: bool = typer.Option(True, "--attribution/--no-attribution", help="add gradient x input"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    dtype: str = DTypeOpt,
+    device: str = DeviceOpt,
+    out: Optional[Path] = OutOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Score every token position with the run's probe; add gradient x input attribution."""
+    from .trace import pick_trace_texts, token_traces
+
+    store = _store_of(run)
+    probe = _probe_of(run, store, hook, layer)
+    labels = None
+    if not texts:
+        texts, labels = pick_trace_texts(store, pairs)
+    lm = _model_of(run, store, model, dtype, device)
+    res = token_traces(lm, probe, texts, labels, attribution=attribution)
+    _save(out, res.to_dict())
+    if json_out:
+        _print_json(res.to_dict())
+        return
+    from rich.text import Text
+
+    ui = _ui()
+    ui.out.print(f"probe {res.probe}: background = P(risky) after each token; underline = top-3 gradient x input")
+    for tr in res.traces:
+        line = Text()
+        top = set(np.argsort(-np.abs(tr.attribution))[:3].tolist()) if tr.attribution is not None else set()
+        for i, (tok, p) in enumerate(zip(tr.tokens, tr.prob)):
+            red, blue = int(255 * p), int(255 * (1 - p))
+            line.append(tok, style=f"on rgb({min(255, 155 + red // 3)},{200},{min(255, 155 + blue // 3)})"
+                        + (" underline bold" if i in top else ""))
+        label = "" if tr.label is None else ("[risky] " if tr.label == 1 else "[benign] ")
+        ui.out.print(Text(label) + line + Text(f"  final P={tr.prob[-1]:.2f}"))
+
+
+vector_app = typer.Typer(help="Build, export (llama.cpp GGUF) and import steering vectors.", no_args_is_help=True)
+
+
+@vector_app.command("build")
+def vector_build(
+    run: Path = typer.Argument(..., help="run folder or activation store"),
+    out: Path = typer.Option(..., "--out", "-o", help="vector path without suffix (writes .safetensors + .json)"),
+    hook: str = typer.Option("resid_post", help="hook of the activations"),
+    layers: Optional[str] = typer.Option(None, help="layers (default: all in the store)"),
+    normalize: bool = typer.Option(False, help="unit norm per layer"),
+    gguf: bool = typer.Option(False, "--gguf", help="also write OUT.gguf for llama.cpp (layer 0 left out)"),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Risky-minus-benign diff-of-means vector from the store."""
+    from .caution import diff_of_means_vector
+    from .control_vectors import export_control_vector
+
+    vec = diff_of_means_vector(_store_of(run), hook, _layers(layers), normalize=normalize)
+    written = {"vector": str(vec.save(out))}
+    if gguf:
+        written["gguf"] = str(export_control_vector(vec, Path(str(out) + ".gguf"), drop_layer0=True))
+    _print_json({**written, "layers": vec.layers, "norms": vec.norms()}) if json_out else \
+        _ui().out.print(f"wrote {', '.join(written.values())} ({len(vec.layers)} layers at {vec.hook})")
+
+
+@vector_app.command("export")
+def vector_export(
+    vector: Path = typer.Argument(..., help="riskscope vector (NAME.safetensors or NAME.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the .gguf file to write"),
+    drop_layer0: bool = typer.Option(False, "--drop-layer0", help="leave out layer 0, which llama.cpp rejects"),
+    model_hint: Optional[str] = typer.Option(None, help="controlvector.model_hint (default: from the vector)"),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Write a vector as a llama.cpp control vector (direction.<k> = output of block k)."""
+    from .control_vectors import export_control_vector
+    from .steering import SteeringVector
+
+    path = export_control_vector(SteeringVector.load(vector), out, model_hint=model_hint, drop_layer0=drop_layer0)
+    _print_json({"gguf": str(path)}) if json_out else _ui().out.print(f"wrote {path}")
+
+
+@vector_app.command("import")
+def vector_import(
+    gguf_file: Path = typer.Argument(..., help="llama.cpp / repeng control vector (.gguf)"),
+    out: Path = typer.Option(..., "--out", "-o", help="vector path without suffix"),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Read a control-vector GGUF into riskscope's format (resid_post, layer k = direction.k)."""
+    from .control_vectors import import_control_vector
+
+    vec = import_control_vector(gguf_file)
+    path = vec.save(out)
+    info = {"vector": str(path), "layers": vec.layers, "width": vec.width, "model_hint": vec.meta.get("model_hint")}
+    _print_json(info) if json_out else _ui().out.print(f"wrote {path}: layers {vec.layers}, width {vec.width}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``neurons``, ``ask``, ``steer``, ``trace`` and the ``vector`` group to ``app``."""
+    app.command("neurons")(neurons)
+    app.command("ask")(ask)
+    app.command("steer")(steer)
+    app.command("trace")(trace)
+    app.add_typer(vector_app, name="vector")
+
+__all__ = ["register", "vector_app"]
