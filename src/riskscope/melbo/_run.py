@@ -257,6 +257,7 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
         rrows, _, m_rand = judge.run(rand_pert, n_rand, "random", extra=lambda j: {"objective": robj[j]})
         metrics["random"]["train"] = m_rand
         completions += rrows
+    _note(progress, "completions", 2, 2)
     if eval_judge is not None:
         _note(progress, "generalisation", 0, 1)
         erows, _, m_eval = eval_judge.run(_perturbation(tr), tr.n, "learned")
@@ -266,6 +267,7 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
             errows, _, m_reval = eval_judge.run(rand_pert, n_rand, "random")
             metrics["random"]["eval"] = m_reval
             completions += errows
+        _note(progress, "generalisation", 1, 1)
     seconds["evaluation"] = time.perf_counter() - t0
     # clusters of the learned vectors' greedy completions on the training prompts
     greedy = [k for k, r in enumerate(rows) if r["sample"] == 0]
@@ -290,6 +292,7 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
     if out_dir is not None:
         _note(progress, "writing", 0, 1)
         res.out_dir = save_run(res, out_dir, eval_enc)
+        _note(progress, "writing", 1, 1)
     return res
 
 
