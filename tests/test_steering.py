@@ -274,10 +274,10 @@ def test_llama_cpp_adds_direction_k_to_block_k_output(default_lm, tmp_path):
         data[d * (layer - 1):d * layer] += v.numpy()
 
     def llama_cpp_logprobs(cvec: bool) -> np.ndarray:
-        llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, verbose=False, n_threads=2)
+        llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, verbose=False, n_threads=2, logits_all=True)
         ctx = llm._ctx.ctx
         if cvec:
-            apply = getattr(llama_cpp, "llama_apply_adapter_cvec", None) or getattr(llama_cpp, "llama_set_adapter_cvec")
+            apply = getattr(llama_cpp, "llama_set_adapter_cvec", None) or llama_cpp.llama_apply_adapter_cvec
             ptr = data.ctypes.data_as(llama_cpp.ctypes.POINTER(llama_cpp.ctypes.c_float))
             assert apply(ctx, ptr, len(data), d, 1, n - 1) == 0
         llm.eval(ids)
@@ -294,4 +294,4 @@ def test_llama_cpp_adds_direction_k_to_block_k_output(default_lm, tmp_path):
         shift = np.zeros(V)
         shift[[t.token_id for t in e.boosts]] = [t.mean_dlogp for t in e.boosts]
         corr[layer] = np.corrcoef(shift_cpp[top], shift[top])[0, 1]
-    assert corr[k] > 0.9 and corr[k] > corr[k - 1] + 0.05 and corr[k] > corr[k + 1] + 0.05
+    assert corr[k] > 0.99 and corr[k - 1] < 0.98 and corr[k + 1] < 0.98  # measured: 1.000 vs 0.92 and 0.90

@@ -45,14 +45,14 @@ class AnalysisConfig:
     neuron_effects: bool = True
     """The clamping part of ``neurons`` (the slowest part: one forward per batch per clamp)."""
     effect_layers: tuple[int, ...] | None = None
-    """Layers to clamp (default: the 3 whose top neurons have the largest effect sizes)."""
+    """Layers to clamp (default: the 3 of the later half whose top neurons have the largest effect sizes)."""
     effects: EffectsConfig = field(default_factory=EffectsConfig)
     """Clamp mode, validation size, singles/group sizes."""
     ask: bool = True
     """Ask-the-model baselines over the whole dataset."""
     templates: tuple[AskTemplate, ...] = DEFAULT_TEMPLATES
     """Questions for the ask baseline."""
-    ask_pairs: int | None = 96
+    ask_pairs: int | None = 64
     """Pairs (drawn with ``seed``) the ask baseline scores, keeping their fold ids; None = every row."""
     traces: bool = True
     """Per-token traces of a few pairs."""
@@ -64,8 +64,8 @@ class AnalysisConfig:
     """Run the heightened-caution demo."""
     caution_layer: int | None = None
     """Layer of the demo's vector (default: ``int(0.55 * n_layers)``; layer 16 of SmolLM2's 30)."""
-    caution_scale: float = 4.0
-    """Multiplier of the class-mean difference in the demo."""
+    caution_scale: float = 8.0
+    """Multiplier of the class-mean difference in the demo (8 changes completions while they stay fluent)."""
     folds: int = 5
     """Grouped folds for the ask baseline when the run's fold assignment is not given."""
     seed: int = 0
@@ -126,7 +126,7 @@ def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfi
     fold = np.asarray(folds) if folds is not None else group_folds(groups, config.folds, config.seed)
     rows = np.arange(len(groups))
     if config.ask_pairs is not None and 2 * config.ask_pairs < len(rows):
-        rows = np.asarray(validation_rows(store, 2 * config.ask_pairs, config.seed))
+        rows = np.asarray(validation_rows(store, 2 * config.ask_pairs, config.seed, prefer_split=False))
     texts = [store.rows[i]["text"] for i in rows]
     return ask_baseline(lm, texts, store.labels[rows], groups[rows], config.templates, folds=fold[rows],
                         seed=config.seed, n_bootstrap=config.n_bootstrap)

@@ -152,10 +152,12 @@ def check_store_model(store, lm: LoadedModel) -> None:
                              f"(weights {made[:12]}), not {lm.model_id!r} (weights {lm.weight_hash[:12]})")
 
 
-def validation_rows(store, n_texts: int, seed: int = 0) -> list[int]:
-    """Store rows of ``n_texts // 2`` random whole pairs (rows of a val/test split when there is one)."""
+def validation_rows(store, n_texts: int, seed: int = 0, prefer_split: bool = True) -> list[int]:
+    """Store rows of ``n_texts // 2`` random whole pairs; with ``prefer_split``, from the rows of a
+    val/dev/test split when the dataset has one (probes train on the others)."""
     rows = store.rows
-    pool = [r for r in rows if str(r.get("split") or "").lower() in ("val", "validation", "dev", "test")] or rows
+    held = [r for r in rows if str(r.get("split") or "").lower() in ("val", "validation", "dev", "test")]
+    pool = held if prefer_split and held else rows
     pairs: dict[str, list[int]] = {}
     for r in pool:
         pairs.setdefault(r["pair_id"] if r.get("pair_id") is not None else f"row{r['index']}", []).append(r["index"])
@@ -185,14 +187,15 @@ def neuron_effects(
         lm: the model the store was made with.
         store: the activation store (validation texts are drawn from its rows).
         ranking: from :func:`rank_neurons` on the same store.
-        layers: layers to intervene on (default: ``ranking.pick_layers(3)``).
+        layers: layers to intervene on (default: ``ranking.pick_layers(3, min_layer=n_layers // 2)``: the
+            seed found the neurons that move the output in the later half).
         config: clamp mode, sizes, seed.
         probe: an extra probe (e.g. the run's best probe bundle) whose score change is reported,
             next to each layer's own ranking probe.
         progress: called with (forwards done, forwards total).
     """
     t0 = time.perf_counter()
-    layers = list(layers) if layers is not None else ranking.pick_layers(3)
+    layers = list(layers) if layers is not None else ranking.pick_layers(3, min_layer=lm.n_layers // 2)
     if ranking.width != lm.layout.d_mlp:
         raise RiskscopeError(f"the ranking has {ranking.width} neurons per layer but the model has {lm.layout.d_mlp}")
     check_store_model(store, lm)

@@ -103,7 +103,7 @@ def neurons(
     run: Path = typer.Argument(..., help="run folder (or activation store) with mlp_neurons activations"),
     layers: Optional[str] = typer.Option(None, help="layers to rank (default: all in the store), e.g. 20-29"),
     effect_layers: Optional[str] = typer.Option(None, "--effect-layers",
-                                                help="layers to clamp (default: the 3 with the largest effect sizes)"),
+                                                help="layers to clamp (default: the 3 of the later half with the largest effect sizes)"),
     top_k: int = typer.Option(10, help="neurons listed per layer"),
     by: str = typer.Option("weight", help="rank by |standardised probe weight| (weight) or |Cohen's d| (effect)"),
     effects: bool = typer.Option(True, "--effects/--no-effects", help="clamp neurons in the live model"),

@@ -131,11 +131,14 @@ class NeuronRanking:
         est = LinearReadout(self.coef_LW[r], float(self.intercept_L[r]), self.mean_LW[r], self.scale_LW[r])
         return PointProbe(HOOK, layer, est)
 
-    def pick_layers(self, n: int = 3) -> list[int]:
-        """The ``n`` layers whose top neurons differ most between classes (mean ``|d|`` of the top)."""
-        score = [np.mean([abs(s.effect_size) for s in self.top[layer]]) for layer in self.layers]
+    def pick_layers(self, n: int = 3, min_layer: int = 0) -> list[int]:
+        """The ``n`` layers (from ``min_layer`` on, when there are enough) whose top neurons differ most
+        between classes (mean ``|d|`` of the top)."""
+        cands = [x for x in self.layers if x >= min_layer]
+        cands = cands if len(cands) >= n else list(self.layers)
+        score = [np.mean([abs(s.effect_size) for s in self.top[layer]]) for layer in cands]
         order = np.argsort(-np.asarray(score), kind="stable")[:n]
-        return sorted(self.layers[i] for i in order)
+        return sorted(cands[i] for i in order)
 
     def to_dict(self) -> dict:
         return {
