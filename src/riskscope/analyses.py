@@ -118,8 +118,9 @@ def _probe(run: Path, store, probe: Any, metrics: dict | None) -> PointProbe:
     return fit_point_probe(store, hook, int(best.get("layer", layers[(2 * len(layers)) // 3])))
 
 
-def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfig) -> AskEvaluation:
-    """The ask baseline on all rows or on ``ask_pairs`` whole pairs, with the probes' fold of each row."""
+def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfig) -> tuple[AskEvaluation, list]:
+    """The ask baseline on all rows or on ``ask_pairs`` whole pairs, with the probes' fold of each row;
+    also returns the ids of the rows scored (the report compares the probe on the same rows)."""
     from .probes import group_folds
 
     groups = np.asarray([g if g is not None else f"row{i}" for i, g in enumerate(store.pair_ids)])
@@ -128,8 +129,9 @@ def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfi
     if config.ask_pairs is not None and 2 * config.ask_pairs < len(rows):
         rows = np.asarray(validation_rows(store, 2 * config.ask_pairs, config.seed, prefer_split=False))
     texts = [store.rows[i]["text"] for i in rows]
-    return ask_baseline(lm, texts, store.labels[rows], groups[rows], config.templates, folds=fold[rows],
-                        seed=config.seed, n_bootstrap=config.n_bootstrap)
+    ask = ask_baseline(lm, texts, store.labels[rows], groups[rows], config.templates, folds=fold[rows],
+                       seed=config.seed, n_bootstrap=config.n_bootstrap)
+    return ask, [store.rows[i]["id"] for i in rows]
 
 
 def run_analyses(
@@ -184,8 +186,8 @@ def run_analyses(
         files["neurons"] = str(atomic_json(run / "neurons.json", data))
     if config.ask:
         say("asking the model")
-        ask = timed("ask", lambda: _ask(lm, store, folds, config))
-        files["ask"] = str(ask.save(run / "ask.json"))
+        ask, ids = timed("ask", lambda: _ask(lm, store, folds, config))
+        files["ask"] = str(atomic_json(run / "ask.json", {**ask.to_dict(arrays=True), "ids": ids}))
     if config.traces:
         say("tracing per-token scores")
         texts, labels = pick_trace_texts(store, config.trace_pairs, config.seed)

@@ -66,25 +66,36 @@ def _tokens(shifts: Sequence[dict], k: int = 8, counts: bool = True) -> str:
 # --- neurons --------------------------------------------------------------------------------------
 
 
+def _ranking(ranking) -> dict:
+    return ranking.to_dict() if hasattr(ranking, "to_dict") else ranking
+
+
 def neuron_heatmap(ranking, key: str = "neuron-heatmap") -> str:
-    """Layers x each layer's top neurons by |d|: risky-minus-benign mean difference (the seed's narrow view)."""
-    vals = np.asarray(ranking.heat_diff_LK, dtype=float)
-    L, K = vals.shape
+    """Layers x each layer's top neurons by |d|: risky-minus-benign mean difference (the seed's narrow view).
+
+    ``ranking`` is a :class:`~riskscope.neurons.NeuronRanking` or its ``to_dict()`` (``neurons.json``).
+    """
+    heat = _ranking(ranking)["heatmap"]
+    vals = np.asarray([[np.nan if x is None else x for x in row] for row in heat["mean_diff"]], dtype=float)
+    cells = heat["neurons"]
+    layers = heat["layers"]
+    L, K = vals.shape if vals.ndim == 2 else (0, 0)
+    if L == 0 or K == 0:
+        return '<p class="note">No neurons ranked.</p>'
     fig = Figure(figsize=(min(11.0, 1.6 + 0.42 * K), min(9.0, 1.3 + 0.26 * L)), layout="constrained")
     ax = fig.add_subplot()
     finite = np.abs(vals[np.isfinite(vals)])
     lim = float(np.percentile(finite, 98)) if finite.size and finite.max() > 0 else 1.0  # a few cells saturate
     lim = lim if lim > 0 else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     im = ax.imshow(vals, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), interpolation="nearest")
-    ax.set_yticks(range(L), [str(x) for x in ranking.layers], fontsize=7)
+    ax.set_yticks(range(L), [str(x) for x in layers], fontsize=7)
     ax.set_xticks(range(K), [str(i + 1) for i in range(K)], fontsize=7)
     ax.set_xlabel("rank within layer (by |Cohen's d|)")
     ax.set_ylabel("layer")
     if L * K <= 400:
         for i in range(L):
             for j in range(K):
-                ax.text(j, i, str(int(ranking.heat_neurons_LK[i, j])), ha="center", va="center", fontsize=5,
-                        color="black")
+                ax.text(j, i, str(int(cells[i][j])), ha="center", va="center", fontsize=5, color="black")
     fig.colorbar(im, ax=ax, label="risky mean − benign mean (activation)", shrink=0.8, extend="both")
     return svg(fig, "Heatmap of risky-minus-benign mean neuron activations, layers by top neurons", key)
 
@@ -96,8 +107,9 @@ def neuron_section(ranking, effects=None) -> str:
              'neurons with the largest |Cohen\'s d| (numbers are neuron indices), coloured by the mean activation on '
              'risky minus benign texts (last token).</figcaption></figure>']
     if not eff:
-        rows = [[s.label, _num(s.weight, signed=True), _num(s.effect_size, 2, True), _num(s.mean_diff, 4, True)]
-                for layer in ranking.layers for s in ranking.top[layer][:5]]
+        rank = _ranking(ranking)
+        rows = [[s["label"], _num(s["weight"], signed=True), _num(s["effect_size"], 2, True),
+                 _num(s["mean_diff"], 4, True)] for layer in rank["layers"] for s in rank["top"][str(layer)][:5]]
         parts.append(table(["neuron", "probe weight", "Cohen's d", "risky − benign"], rows, (1, 2, 3)))
         return "".join(parts)
     cfg = eff["config"]

@@ -316,6 +316,8 @@ def run(
     penalty: str = typer.Option("l2", help="l2, l1 or elasticnet"),
     target: str = typer.Option("binary", help="binary, category or severity"),
     n_bootstrap: int = typer.Option(1000, help="bootstrap resamples for CIs"),
+    skip: str = typer.Option("", "--skip", help="analyses not to run after the probes, comma-separated: neurons, "
+                             "effects, ask, traces, vectors, caution, or all"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
     dtype: str = DTypeOpt,
     device: str = DeviceOpt,
@@ -323,16 +325,18 @@ def run(
     module_paths: Optional[str] = PathsOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """The main job: cache activations, train and evaluate probes with controls, write the report."""
+    """The main job: cache activations, train and evaluate probes with controls, run the live-model analyses
+    (neurons with random controls, ask-the-model baseline, per-token traces, risk vector + steering demo),
+    write the report."""
     from .datasets import load_dataset
-    from .pipeline import ProbeRunConfig, RunConfig, probe_run, write_run_manifest
+    from .pipeline import ProbeRunConfig, RunConfig, analyze_run, parse_skip, probe_run, write_run_manifest
 
     if positions == "all":
         raise RiskscopeError("riskscope run probes one row per text; use last, mean or token indices")
     pcfg = ProbeRunConfig(folds=folds, penalty=penalty, target=target, n_bootstrap=n_bootstrap)
     cfg = RunConfig(out=str(out_dir), model=model, dataset=dataset, limit=limit, layers=layers, hooks=hooks,
                     positions=positions, store_dtype=store_dtype, batch_size=batch_size, dtype=dtype, device=device,
-                    probe=pcfg, report=not no_report)
+                    probe=pcfg, analyses=parse_skip(skip) if target == "binary" else (), report=not no_report)
     pcfg.probe_config()  # validate before the slow steps
     data = load_dataset(dataset).limit(limit)
     if data.n_pairs and data.n_pairs < folds:
@@ -342,6 +346,11 @@ def run(
     summary = run_cache(lm, data, out_dir / "store", layers, hooks, positions, store_dtype, batch_size, 256, False)
     with err.status("fitting probes ..."):
         metrics = probe_run(out_dir, out_dir, pcfg)
+    analysis_files: dict[str, str] = {}
+    if cfg.analyses:
+        with err.status("analyses ...") as st:
+            done = analyze_run(lm, out_dir, cfg.analyses, progress=lambda msg: st.update(f"analyses: {msg} ..."))
+        analysis_files = done.files
     report_path = None
     if cfg.report:
         from .report import write_report
@@ -350,9 +359,12 @@ def run(
             report_path = write_report(out_dir)
     if json_out:
         out.print_json(json.dumps({"run": str(out_dir), "cache": summary, "best": metrics["best"],
-                                   "lexical": metrics.get("lexical"), "report": str(report_path)}))
+                                   "lexical": metrics.get("lexical"), "analyses": analysis_files,
+                                   "report": str(report_path)}))
         return
     _summary_table(metrics)
+    if analysis_files:
+        out.print("analyses: " + ", ".join(sorted({Path(f).name for f in analysis_files.values()})))
     out.print(f"run folder: [bold]{out_dir}[/bold]" + (f"   report: [bold]{report_path}[/bold]" if report_path else ""))
 
 

@@ -1,4 +1,4 @@
-"""CLI commands for the analyses of issue 5: ``neurons``, ``ask``, ``steer``, ``trace``, ``vector``.
+"""CLI commands for the analyses of issue 5: ``analyze``, ``neurons``, ``ask``, ``steer``, ``trace``, ``vector``.
 
 ``register(app)`` adds them to the ``riskscope`` typer app. No analysis logic
 lives here; every command calls the Python API and writes JSON with the same
@@ -375,8 +375,44 @@ def vector_import(
     _print_json(info) if json_out else _ui().out.print(f"wrote {path}: layers {vec.layers}, width {vec.width}")
 
 
+def analyze(
+    run: Path = typer.Argument(..., help="run folder made by riskscope run (or riskscope cache + probe)"),
+    skip: str = typer.Option("", "--skip", help="analyses not to run, comma-separated: neurons, effects, ask, "
+                             "traces, vectors, caution"),
+    ask_pairs: int = typer.Option(64, "--ask-pairs", help="pairs the ask baseline scores (0 = every row)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="rewrite RUN/report.html afterwards"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    dtype: str = DTypeOpt,
+    device: str = DeviceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Run the live-model analyses of `riskscope run` on an existing run folder and rewrite its report."""
+    from .pipeline import analyze_run, parse_skip
+
+    analyses = parse_skip(skip)
+    if not analyses:
+        raise RiskscopeError("--skip leaves no analysis to run")
+    store = _store_of(run)
+    lm = _model_of(run, store, model, dtype, device)
+    ui = _ui()
+    with ui.err.status("analyses ...") as st:
+        done = analyze_run(lm, run, analyses, progress=lambda msg: st.update(f"analyses: {msg} ..."),
+                           ask_pairs=ask_pairs or None)
+    files = dict(done.files)
+    if report:
+        from .report import write_report
+
+        files["report"] = str(write_report(run))
+    if json_out:
+        _print_json({"files": files, "seconds": done.seconds})
+        return
+    for name, path in files.items():
+        ui.out.print(f"{name}: {path}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``neurons``, ``ask``, ``steer``, ``trace`` and the ``vector`` group to ``app``."""
+    """Add ``neurons``, ``ask``, ``steer``, ``trace``, ``analyze`` and the ``vector`` group to ``app``."""
+    app.command("analyze")(analyze)
     app.command("neurons")(neurons)
     app.command("ask")(ask)
     app.command("steer")(steer)

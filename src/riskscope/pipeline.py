@@ -7,6 +7,11 @@ Run folder::
     RUN/metrics.json      per (hook, layer) results with controls (docs/metrics.md)
     RUN/predictions.jsonl out-of-fold scores of the chosen probe, one line per text
     RUN/probe/            the chosen probe refitted on all rows (bundle.json + safetensors)
+    RUN/neurons.json      neuron ranking, clamping effects with random controls (riskscope.analyses)
+    RUN/ask.json          ask-the-model baselines on the probes' folds
+    RUN/traces.json       per-token probe scores and gradient x input
+    RUN/vectors/          diff-of-means risk vector: .safetensors + .json, and a llama.cpp .gguf
+    RUN/caution.json      heightened-caution steering demo against a same-norm random vector
     RUN/report.html       self-contained report
 """
 
@@ -17,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -173,8 +178,67 @@ class RunConfig:
     """Model device."""
     probe: ProbeRunConfig = ProbeRunConfig()
     """Probe settings."""
+    analyses: tuple[str, ...] = ("neurons", "effects", "ask", "traces", "vectors", "caution")
+    """Live-model analyses run after the probes (:data:`ANALYSES`); empty = none."""
     report: bool = True
     """Write report.html."""
+
+
+ANALYSES = ("neurons", "effects", "ask", "traces", "vectors", "caution")
+"""What ``riskscope run`` runs after the probes (``--skip`` removes some): neuron ranking, clamping
+effects with random controls, the ask-the-model baseline, per-token traces, the diff-of-means risk
+vector (+ control-vector GGUF) and the heightened-caution steering demo."""
+
+
+def parse_skip(skip: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The analyses left after removing ``skip`` (comma-separated names, or ``all``)."""
+    names = [x.strip() for x in (skip.split(",") if isinstance(skip, str) else (skip or ())) if x.strip()]
+    if "all" in names:
+        return ()
+    bad = [x for x in names if x not in ANALYSES]
+    if bad:
+        raise RiskscopeError(f"--skip {bad[0]!r}: not an analysis; choose from {', '.join(ANALYSES)} or all")
+    return tuple(a for a in ANALYSES if a not in names)
+
+
+def run_folds(run: Path, store: Store) -> np.ndarray | None:
+    """Each store row's outer fold, as the probes used it (from ``predictions.jsonl``); None if absent."""
+    path = run / "predictions.jsonl"
+    if not path.is_file():
+        return None
+    fold = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            fold[r["id"]] = r["fold"]
+    ids = [r["id"] for r in store.rows]
+    return np.asarray([fold[i] for i in ids]) if all(i in fold for i in ids) else None
+
+
+def analyze_run(lm, run: str | Path, analyses: Sequence[str] = ANALYSES, progress: Callable[[str], None] | None = None,
+                **config):
+    """Run :func:`riskscope.analyses.run_analyses` on a finished run folder with the probes' folds.
+
+    ``analyses`` names the parts (:data:`ANALYSES`); ``config`` overrides other
+    :class:`~riskscope.analyses.AnalysisConfig` fields (e.g. ``ask_pairs=None``).
+    """
+    from .analyses import AnalysisConfig, run_analyses
+
+    run = Path(run)
+    unknown = [a for a in analyses if a not in ANALYSES]
+    if unknown:
+        raise RiskscopeError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(ANALYSES)}")
+    store = Store.open(_store_path(run))
+    metrics_path = run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+    if metrics is not None and metrics.get("target", "binary") != "binary":
+        raise RiskscopeError(f"{metrics_path}: the analyses need a binary (risky vs benign) run, "
+                             f"not target {metrics.get('target')!r}")
+    cfg = AnalysisConfig(neurons="neurons" in analyses, neuron_effects="effects" in analyses, ask="ask" in analyses,
+                         traces="traces" in analyses, vectors="vectors" in analyses, caution="caution" in analyses,
+                         **config)
+    return run_analyses(lm, run, store=store, metrics=metrics, folds=run_folds(run, store), config=cfg,
+                        progress=progress)
 
 
 def write_run_manifest(run: Path, lm, data, cfg: RunConfig) -> None:
@@ -184,4 +248,5 @@ def write_run_manifest(run: Path, lm, data, cfg: RunConfig) -> None:
     _atomic_text(run / "manifest.json", json.dumps(manifest, indent=1, default=str))
 
 
-__all__ = ["ProbeRunConfig", "RunConfig", "probe_run", "write_run_manifest"]
+__all__ = ["ANALYSES", "ProbeRunConfig", "RunConfig", "analyze_run", "parse_skip", "probe_run", "run_folds",
+           "write_run_manifest"]

@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 from . import _analysis as A
 from . import _charts as C
 from ._html import Raw, details, e, figure, note, page, para, section, table
+from ._live import live_sections
 from ._run import HOOK_ORDER, Run, load_run
 
 
@@ -275,11 +276,20 @@ _SECTIONS = [("dataset", "Dataset", _dataset), ("layers", "Per layer", _layers),
              ("metrics", "All metrics", _metrics_table), ("config", "Configuration", _config)]
 
 
+_LIVE_AFTER = "errors"
+"""The live-model sections (ask, neurons, traces, steering: :mod:`._live`) follow this section."""
+
+
 def render(run: Run) -> str:
     """The report of a loaded run as an HTML string."""
     title = f"riskscope report: {run.metrics.get('model') or _get(run.manifest, 'model', 'model') or run.path.name}"
-    return page(title, _header(run), [("verdict", "Verdict")] + [(a, t) for a, t, _ in _SECTIONS],
-                [build(run) for _, _, build in _SECTIONS])
+    sections = []
+    for anchor, name, build in _SECTIONS:
+        sections.append((anchor, name, build(run)))
+        if anchor == _LIVE_AFTER:
+            sections.extend(live_sections(run))
+    return page(title, _header(run), [("verdict", "Verdict")] + [(a, t) for a, t, _ in sections],
+                [body for _, _, body in sections])
 
 
 def write_report(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
