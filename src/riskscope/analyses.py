@@ -66,6 +66,8 @@ class AnalysisConfig:
     """Layer of the demo's vector (default: ``int(0.55 * n_layers)``; layer 16 of SmolLM2's 30)."""
     caution_scale: float = 8.0
     """Multiplier of the class-mean difference in the demo (8 changes completions while they stay fluent)."""
+    caution_generate: int = 16
+    """Prompts of the demo also completed greedily (unsteered, steered, random) to count risk words."""
     folds: int = 5
     """Grouped folds for the ask baseline when the run's fold assignment is not given."""
     seed: int = 0
@@ -202,7 +204,8 @@ def run_analyses(
             layer = config.caution_layer if config.caution_layer is not None else int(0.55 * lm.n_layers)
             layer = min(vec.layers, key=lambda k: abs(k - layer))
             demo = timed("caution", lambda: caution_demo(lm, vec, layers=[layer], scale=config.caution_scale,
-                                                         probe=probe, seed=config.seed))
+                                                         probe=probe, seed=config.seed,
+                                                         n_generate=config.caution_generate))
             files["caution"] = str(demo.save(run / "caution.json"))
     return AnalysisOutputs(ranking=ranking, effects=effects, ask=ask, traces=traces, caution=demo, files=files,
                            seconds=secs)
