@@ -119,7 +119,8 @@ def test_report_names_a_broken_analysis_file(tiny_run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_default_model_run_has_every_analysis_in_the_report(default_lm, monkeypatch, tmp_path):
-    """The main job on the real model (12 pairs, 10 layers): every analysis file and report section."""
+    """The main job on the real model (12 pairs, layers 20-29): every analysis file and report section; the
+    demo uses the stored layer nearest 16 (20)."""
     monkeypatch.setattr(cli, "_load", lambda *a, **k: default_lm)
     run = tmp_path / "run"
     r = CliRunner().invoke(cli.app, ["run", "--limit", "12", "--layers", "20-29", "--out", str(run), "--folds", "3",
@@ -131,7 +132,7 @@ def test_default_model_run_has_every_analysis_in_the_report(default_lm, monkeypa
     assert len(ask["ids"]) == 24 and {x["name"] for x in ask["results"]} == {"ask:risk_seems", "ask:chat_yes_no"}
     assert all(0.0 <= x["auc"] <= 1.0 for x in ask["results"])
     caution = json.loads((run / "caution.json").read_text())
-    assert caution["layers"] == [16] and caution["steered"]["risk_dlogp"] > caution["random"]["risk_dlogp"]
+    assert caution["layers"] == [20] and caution["steered"]["risk_dlogp"] > caution["random"]["risk_dlogp"]
     html = (run / "report.html").read_text()
     assert [s for s in _sections(html) if s in ("ask", "neurons", "traces", "steering")] == \
         ["ask", "neurons", "traces", "steering"]
