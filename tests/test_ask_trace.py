@@ -10,7 +10,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from riskscope.analysis_html import ask_table, neuron_section, steering_html, token_spans, traces_html
+from riskscope.report._fragments import ask_table, neuron_section, steering_html, token_spans, traces_html
 from riskscope.ask import AskTemplate, _evaluate, ask_baseline, ask_scores, load_templates
 from riskscope.caution import caution_demo, diff_of_means_vector
 from riskscope.cli_analysis import register

@@ -13,7 +13,7 @@ each atomically:
 ``RUN/caution.json``               the heightened-caution demo vs a random vector
 =================================  =====================================================
 
-and returns the results plus the report's HTML fragments. Each part can be
+and returns the results (``riskscope report`` renders the files: :mod:`riskscope.report._live`). Each part can be
 switched off; the defaults fit in a few CPU minutes on the default model.
 """
 
@@ -87,21 +87,6 @@ class AnalysisOutputs:
     caution: CautionDemo | None
     files: dict[str, str]
     seconds: dict[str, float]
-
-    def html_sections(self, probe_rows: list[dict] | None = None) -> list[tuple[str, str, str]]:
-        """``(anchor, title, html)`` fragments for the report, in reading order."""
-        from . import analysis_html as ah
-
-        out = []
-        if self.ranking is not None:
-            out.append(("neurons", "Neurons that carry the risk signal", ah.neuron_section(self.ranking, self.effects)))
-        if self.ask is not None:
-            out.append(("ask", "Asking the model directly", ah.ask_table(self.ask, probe_rows or [])))
-        if self.traces is not None:
-            out.append(("traces", "Where in the text the risk is sensed", ah.traces_html(self.traces)))
-        if self.caution is not None:
-            out.append(("steering", "Steering: heightened caution", ah.steering_html(self.caution)))
-        return out
 
 
 def _probe(run: Path, store, probe: Any, metrics: dict | None) -> PointProbe:

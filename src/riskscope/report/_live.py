@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from .. import analysis_html as ah
 from ..errors import RiskscopeError
 from . import _analysis as A
+from . import _fragments as ah
 from ._html import Raw, note, section
 from ._run import Run, _read_json
 
@@ -36,7 +36,7 @@ FILES = (("ask", "Asking the model directly", "ask.json"),
 
 def _probe_rows(run: Run, ids: list | None) -> list[dict]:
     """The best probe on the ask baseline's rows (same texts, same folds), the best probe on all rows and
-    the lexical baseline, as rows for :func:`riskscope.analysis_html.ask_table`."""
+    the lexical baseline, as rows for :func:`._fragments.ask_table`."""
     rows = []
     best, p = run.best, run.predictions
     if best is not None and p is not None and ids:

@@ -1,4 +1,4 @@
-"""HTML fragments for the run report: neurons, ask-the-model, per-token traces, steering.
+"""HTML fragments for the report's live-model sections: neurons, ask-the-model, per-token traces, steering.
 
 Every function returns a self-contained fragment (a ``str``): tables use the
 report's classes (``scroll``, ``num``, ``note``), charts are inline SVG drawn
@@ -11,15 +11,15 @@ colours are inline styles, and all text is escaped with :func:`html.escape`.
 
 from __future__ import annotations
 
-import io
 import math
-import re
 from html import escape
 from typing import Iterable, Sequence
 
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+
+from ._charts import _to_svg as svg
 
 
 def e(x) -> str:
@@ -31,22 +31,6 @@ def _num(x, digits: int = 3, signed: bool = False) -> str:
             or not math.isfinite(float(x)):
         return "n/a"
     return f"{float(x):+.{digits}f}" if signed else f"{float(x):.{digits}f}"
-
-
-def svg(fig: Figure, label: str, key: str) -> str:
-    """``fig`` as an inline ``<svg>``: no prolog, no metadata, ids prefixed by ``key``."""
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    head_end = text.index(">")
-    head = re.sub(r'\s(width|height|version|xmlns:xlink)="[^"]*"', "", text[:head_end])
-    text = head + text[head_end:]
-    prefix = re.sub(r"[^A-Za-z0-9_-]", "_", key) + "-"
-    ids = {n: f"{prefix}{i}" for i, n in enumerate(dict.fromkeys(re.findall(r'\bid="([^"]+)"', text)))}
-    text = re.sub(r'(\bid="|#)([^"\)\s;]+)(?=["\)])', lambda m: m.group(1) + ids.get(m.group(2), m.group(2)), text)
-    return text.replace("<svg", f'<svg role="img" aria-label="{e(label)}"', 1)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], num_cols: Iterable[int] = (), raw: bool = False) -> str:
