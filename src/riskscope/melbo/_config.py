@@ -94,7 +94,8 @@ class MelboConfig:
     radius: Union[float, Literal["auto"]] = "auto"
     """R, the norm of every vector (the adapter scale); ``auto`` sweeps ``radius_grid`` first."""
     source: int | None = None
-    """Layer whose MLP output gets the vector as a bias; None = min(8, n_layers // 4)."""
+    """Layer whose MLP output gets the vector as a bias; None = min(8, n_layers // 3): the seed's 8 on
+    every model of 24 layers or more, proportionally earlier on shallower ones."""
     target: int | None = None
     """Layer whose output (resid_post) is compared with the unsteered run; None = n_layers - 8."""
     p: float = 2.0
@@ -136,6 +137,9 @@ class MelboConfig:
     """Vectors trained per grid radius during the sweep (all radii train together in one batch)."""
     sweep_steps: int | None = None
     """Steps for the sweep; None = ``steps`` // 3."""
+    grid_extend: int = 2
+    """While the best radius is the top of the grid, try up to this many larger ones, each the last
+    times the grid's last ratio (0.2, 0.4 -> 0.8, 1.6); 0 keeps the grid as given."""
 
     def __post_init__(self) -> None:
         if self.n_vectors < 1:
@@ -177,6 +181,8 @@ class MelboConfig:
         object.__setattr__(self, "radius_grid", tuple(sorted(set(grid))))
         if self.sweep_vectors < 2:
             raise RiskscopeError(f"sweep_vectors must be >= 2 (diversity needs pairs), got {self.sweep_vectors}")
+        if self.grid_extend < 0:
+            raise RiskscopeError(f"--grid-extend must be >= 0, got {self.grid_extend}")
         if self.sweep_steps is not None and self.sweep_steps < 1:
             raise RiskscopeError(f"sweep_steps must be >= 1, got {self.sweep_steps}")
         Positions.parse(self.positions)  # fail early on a malformed spec
@@ -202,7 +208,7 @@ class MelboConfig:
                                      f"(0..{n_layers - 1}, or -1..-{n_layers})")
             return j
 
-        source = norm(self.source, "source") if self.source is not None else min(8, n_layers // 4)
+        source = norm(self.source, "source") if self.source is not None else min(8, n_layers // 3)
         if self.target is not None:
             target = norm(self.target, "target")
         else:

@@ -21,6 +21,11 @@ model's own KV cache, which is then repeated for each prompt while the suffixes 
 (batch C*P). Exact; checked numerically against the plain path at setup, which is used
 instead if they disagree.
 
+The target block itself is needed only where the objective looks (``last:2``: 2 tokens per
+prompt) plus every token's keys and values; for pre-norm rotary blocks (Llama-style)
+:class:`~riskscope.melbo._rows.RowTarget` computes just that, checked against the block at
+setup (``rows_note``).
+
 Batch rows are vector-major: row ``c * P + i`` holds vector ``c`` on prompt ``i``.
 """
 
@@ -37,6 +42,7 @@ from ..errors import RiskscopeError
 from ..hooks import HookPoint, capture, pad_batch, position_ids_for, run_batch, tokenize
 from ..models import LoadedModel
 from ._config import Positions
+from ._rows import RowTarget, rotary_tables
 
 
 class _Halt(Exception):
@@ -142,7 +148,8 @@ class SteeredSlice:
     source layer's MLP output. Built once per (model, prompts, layers); cheap to call many times."""
 
     def __init__(self, lm: LoadedModel, ids: Sequence[Sequence[int]], source: int, target: int,
-                 positions: Positions, mixed_precision: bool = False, share_prefix: bool = True) -> None:
+                 positions: Positions, mixed_precision: bool = False, share_prefix: bool = True,
+                 target_rows: bool = True) -> None:
         if not 0 <= source < target < lm.n_layers:
             raise RiskscopeError(f"need 0 <= source < target < {lm.n_layers}, got source={source}, target={target}")
         self.lm, self.source, self.target = lm, source, target
@@ -168,6 +175,8 @@ class SteeredSlice:
         self.prefix_note = "off"
         if share_prefix:
             self.prefix_len, self.prefix_note = self._check_prefix(ids)
+        self._rows: RowTarget | None = None
+        self._rows, self.rows_note = self._check_rows() if target_rows else (None, "off")
 
     # --- cached block inputs, one set per batch size -------------------------------------------------
     def _replay(self, n_vectors: int) -> dict[int, tuple[tuple, dict]]:
@@ -319,43 +328,77 @@ class SteeredSlice:
         """Target-layer activations (C, P, T, D) with ``delta`` added to the source MLP output.
         ``delta`` is (C, D) (one vector per row, all tokens) or (C, P, T, D)."""
         P, (T, D) = self.n_prompts, self.h_src_PTD.shape[1:]
-        C = delta.shape[0]
         delta4 = delta[:, None, None, :] if delta.ndim == 2 else delta
-        if self.prefix_len:
-            return self._target_acts_prefixed(delta4)
+        C, L = delta4.shape[0], self.prefix_len
+        with torch.autocast(self.lm.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            if not L:
+                return self._hidden_plain(delta4, self.target).float().reshape(C, P, T, D)
+            z_pre, z_suf = self._hidden_prefixed(delta4, self.target)
+        z_pre = z_pre.float()[:, None].expand(C, P, L, D)
+        return torch.cat([z_pre, z_suf.float().reshape(C, P, T - L, D)], dim=2)
+
+    def selected_acts(self, delta: Tensor) -> Tensor:
+        """Target-layer activations (C, N, D) at the objective's N (prompt, token) pairs only.
+        With :class:`RowTarget` (``self.rows_note``), the target block runs its K/V projections
+        on every token and everything else on those N rows."""
+        rt = self._rows
+        if rt is None:
+            return self.target_acts(delta)[:, self.sel_prompt, self.sel_token]
+        P, (T, D), L = self.n_prompts, self.h_src_PTD.shape[1:], self.prefix_len
+        delta4 = delta[:, None, None, :] if delta.ndim == 2 else delta
+        C, N = delta4.shape[0], int(self.sel_prompt.shape[0])
+        with torch.autocast(self.lm.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            if L:
+                h_pre, h_suf = self._hidden_prefixed(delta4, self.target - 1)   # (C, L, D), (C*P, S, D)
+                (k_pre, v_pre), (k_suf, v_suf) = rt.kv(h_pre, 0), rt.kv(h_suf, L)
+                k = torch.cat([k_pre[:, None].expand(C, P, *k_pre.shape[1:]), k_suf.reshape(C, P, *k_suf.shape[1:])], 3)
+                v = torch.cat([v_pre[:, None].expand(C, P, *v_pre.shape[1:]), v_suf.reshape(C, P, *v_suf.shape[1:])], 3)
+                h = torch.cat([h_pre[:, None].expand(C, P, L, D), h_suf.reshape(C, P, T - L, D)], 2)
+            else:
+                h = self._hidden_plain(delta4, self.target - 1)                 # (C*P, T, D)
+                k, v = rt.kv(h, 0)                                                # (C*P, Hkv, T, hd)
+                k, v, h = k.reshape(C, P, *k.shape[1:]), v.reshape(C, P, *v.shape[1:]), h.reshape(C, P, T, D)
+            kv_shape = (C * N, *k.shape[2:])
+            out = rt.rows(h[:, self.sel_prompt, self.sel_token].reshape(C * N, D), self.sel_token.repeat(C),
+                          k[:, self.sel_prompt].reshape(kv_shape), v[:, self.sel_prompt].reshape(kv_shape))
+        return out.float().reshape(C, N, D)
+
+    def _hidden_plain(self, delta4: Tensor, last: int) -> Tensor:
+        """Output (C*P, T, D) of block ``last`` (source < last <= target), all prompts padded together."""
+        P, (T, D) = self.n_prompts, self.h_src_PTD.shape[1:]
+        C = delta4.shape[0]
         rec = self._replay(C)
         flat = delta4.to(self.h_src_PTD.dtype).expand(C, P, T, D).reshape(C * P, T, D)
-        with torch.autocast(self.lm.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
-            if self.additive:
-                hidden = self.h_src_PTD.repeat(C, 1, 1) + flat
-            else:
-                args, kwargs = rec[self.source]
-                hidden = args[0] if args else kwargs["hidden_states"]
-            hidden = self._run(rec, hidden, flat)
-        return hidden.float().reshape(C, P, T, D)
+        if self.additive:
+            hidden = self.h_src_PTD.repeat(C, 1, 1) + flat
+        else:
+            args, kwargs = rec[self.source]
+            hidden = args[0] if args else kwargs["hidden_states"]
+        return self._run(rec, hidden, flat, last)
 
-    def _run(self, rec: dict, hidden: Tensor, delta_flat: Tensor, old_cache=None, cache=None) -> Tensor:
-        """Replay the recorded blocks from ``hidden`` (the source block's output when additive, else its
-        input, with ``delta_flat`` added to its MLP output); the recording's KV cache is swapped for ``cache``."""
+    def _run(self, rec: dict, hidden: Tensor, delta_flat: Tensor, last: int, old_cache=None, cache=None) -> Tensor:
+        """Replay the recorded blocks up to ``last`` from ``hidden`` (the source block's output when additive,
+        else its input, with ``delta_flat`` added to its MLP output); the recording's KV cache is swapped
+        for ``cache``."""
         blocks = self.lm.layout.blocks
 
         def swap(v):
             return cache if old_cache is not None and v is old_cache else v
 
-        layers = range(self.source + 1, self.target + 1)
         if not self.additive:
             args, kwargs = rec[self.source]
             with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: delta_flat):
                 hidden = _call_block(blocks[self.source], hidden, tuple(swap(a) for a in args),
                                      {k: swap(v) for k, v in kwargs.items()})
-        for layer in layers:
+        for layer in range(self.source + 1, last + 1):
             args, kwargs = rec[layer]
             hidden = _call_block(blocks[layer], hidden, tuple(swap(a) for a in args),
                                  {k: swap(v) for k, v in kwargs.items()})
         return hidden
 
-    def _target_acts_prefixed(self, delta4: Tensor) -> Tensor:
-        """Prefix once per vector into a fresh KV cache, then every prompt's suffix."""
+    def _hidden_prefixed(self, delta4: Tensor, last: int) -> tuple[Tensor, Tensor]:
+        """Output of block ``last`` for the shared prefix once per vector (C, L, D), filling a fresh KV
+        cache, then for every prompt's suffix (C*P, T-L, D)."""
         C, P, L = delta4.shape[0], self.n_prompts, self.prefix_len
         T, D = self.h_src_PTD.shape[1:]
         rec_p, rec_s, old = self._prefix_replay(C)
@@ -364,26 +407,64 @@ class SteeredSlice:
         d_pre = delta4[:, 0, :L] if delta4.shape[2] > 1 else delta4[:, 0].expand(C, L, D)        # (C, L, D)
         d_suf = (delta4[:, :, L:] if delta4.shape[2] > 1 else delta4).expand(C, P, T - L, D)      # (C, P, S, D)
         d_suf = d_suf.reshape(C * P, T - L, D)
-        with torch.autocast(self.lm.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
-            if self.additive:
-                z_pre = self._run(rec_p, self.h_src_PTD[:1, :L] + d_pre, d_pre, old, cache)
-            else:
-                args, kwargs = rec_p[self.source]
-                z_pre = self._run(rec_p, args[0] if args else kwargs["hidden_states"], d_pre, old, cache)
-            cache.batch_repeat_interleave(P)
-            if self.additive:
-                h = (self.h_src_PTD[None, :, L:] + d_suf.reshape(C, P, T - L, D)).reshape(C * P, T - L, D)
-                z_suf = self._run(rec_s, h, d_suf, old, cache)
-            else:
-                args, kwargs = rec_s[self.source]
-                z_suf = self._run(rec_s, args[0] if args else kwargs["hidden_states"], d_suf, old, cache)
-        z_pre = z_pre.float()[:, None].expand(C, P, L, D)
-        return torch.cat([z_pre, z_suf.float().reshape(C, P, T - L, D)], dim=2)
+        if self.additive:
+            z_pre = self._run(rec_p, self.h_src_PTD[:1, :L] + d_pre, d_pre, last, old, cache)
+        else:
+            args, kwargs = rec_p[self.source]
+            z_pre = self._run(rec_p, args[0] if args else kwargs["hidden_states"], d_pre, last, old, cache)
+        cache.batch_repeat_interleave(P)
+        if self.additive:
+            h = (self.h_src_PTD[None, :, L:] + d_suf.reshape(C, P, T - L, D)).reshape(C * P, T - L, D)
+            z_suf = self._run(rec_s, h, d_suf, last, old, cache)
+        else:
+            args, kwargs = rec_s[self.source]
+            z_suf = self._run(rec_s, args[0] if args else kwargs["hidden_states"], d_suf, last, old, cache)
+        return z_pre, z_suf
+
+    # --- the target block at the selected rows only -----------------------------------------------------
+    def _check_rows(self) -> tuple[RowTarget | None, str]:
+        """Use :class:`RowTarget` when it applies, saves work and matches the block numerically."""
+        block = self.lm.layout.blocks[self.target]
+        T = int(self.h_src_PTD.shape[1])
+        if 2 * int(self.sel_prompt.shape[0]) > self.n_prompts * T:
+            return None, "off (the objective reads most tokens)"
+        if not RowTarget.applies(block):
+            return None, f"off (not a pre-norm rotary block: {type(block).__name__})"
+        tables = rotary_tables(self._replay(1)[self.target][1], self.lengths)
+        if tables is None:
+            return None, "off (no rotary tables recorded)"
+        gen = torch.Generator(device="cpu").manual_seed(2)
+        delta = torch.randn(2, self.lm.d_model, generator=gen).to(self.lm.device)
+        delta = delta / delta.norm(dim=1, keepdim=True) * 0.1 * self.residual_norm()
+        try:
+            with torch.no_grad():
+                want = self.target_acts(delta)[:, self.sel_prompt, self.sel_token]
+                self._rows = RowTarget(block, *tables)
+                got = self.selected_acts(delta)
+        except Exception as e:  # an unexpected block layout: use the block itself
+            self._rows = None
+            return None, f"off ({type(e).__name__})"
+        finally:
+            rt, self._rows = self._rows, None
+        err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
+        tol = 1e-4 if self.h_src_PTD.dtype == torch.float32 else 3e-2
+        if not err <= tol:
+            return None, f"off (mismatch {err:.2g})"
+        return rt, f"on ({int(self.sel_prompt.shape[0])} of {sum(self.lengths)} rows)"
 
     def objective(self, z_CPTD: Tensor, p: float, q: float) -> Tensor:
         """The MELBO objective (C,) of target activations from :meth:`target_acts`."""
-        diff = z_CPTD[:, self.sel_prompt, self.sel_token] - self.z0_PTD[self.sel_prompt, self.sel_token]
+        return self.objective_selected(z_CPTD[:, self.sel_prompt, self.sel_token], p, q)
+
+    def objective_selected(self, z_CND: Tensor, p: float, q: float) -> Tensor:
+        """The MELBO objective (C,) of target activations at the selected pairs (:meth:`selected_acts`)."""
+        diff = z_CND - self.z0_PTD[self.sel_prompt, self.sel_token]
         return melbo_objective(diff.pow(2).sum(-1), self.sel_prompt, self.n_prompts, p, q)
+
+    def objective_of(self, delta: Tensor, p: float, q: float) -> Tensor:
+        """The MELBO objective (C,) of perturbations ``delta`` (as for :meth:`target_acts`), computed
+        the fastest exact way."""
+        return self.objective_selected(self.selected_acts(delta), p, q)
 
     def residual_norm(self) -> float:
         """Median norm of the unsteered source-layer output over the prompts' real tokens."""

@@ -83,6 +83,15 @@ def _objective_plot(res: "MelboResult") -> str:
     return _svg(fig)
 
 
+def _extension_note(sweep: dict) -> str:
+    n = sweep.get("extended", 0)
+    note = f" The best radius was the top of the grid, so {n} larger one{'s were' if n > 1 else ' was'} tried." if n else ""
+    if sweep.get("at_top"):
+        note += (" The chosen R is still the largest tried: diversity may keep rising beyond it "
+                 "(raise --grid-extend or pass a wider --radius-grid).")
+    return note
+
+
 def _sweep_plot(sweep: dict) -> str:
     curve = sweep["curve"]
     r = [c["radius"] for c in curve]
@@ -173,7 +182,7 @@ def render_report(res: "MelboResult") -> str:
         parts.append("<h2>Choosing R</h2><p class=muted>Each radius trained "
                      f"{res.sweep['vectors_per_radius']} vectors for {res.sweep['steps']} steps; the score is the "
                      "mean pairwise cosine distance of completions, counting pairs with a non-fluent completion "
-                     "as 0.</p>" + f"<figure>{_sweep_plot(res.sweep)}</figure>")
+                     "as 0." + _extension_note(res.sweep) + "</p>" + f"<figure>{_sweep_plot(res.sweep)}</figure>")
         parts.append("<table><tr><th>R</th><th>score</th><th>fluent fraction</th><th>objective</th></tr>" + "".join(
             f"<tr><td class=num>{c['radius']:.4g}</td><td class=num>{_fmt(c['diversity_fluent'])}</td>"
             f"<td class=num>{_fmt(c['fluent_fraction'])}</td><td class=num>{_fmt(c['objective_mean'])}</td></tr>"

@@ -239,9 +239,9 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
             rB = _unit_columns(torch.randn(n_rand, lm.d_model, cfg.adapter_rank, generator=gen))
             rR = torch.full((n_rand,), radius)
             with torch.no_grad():
-                res.random_objective = [float(sl.objective(sl.target_acts(torch.einsum(
+                res.random_objective = [float(sl.objective_of(torch.einsum(
                     "ptf,fr,dr->ptd", sl.neurons_PTF.float(), rA[j].to(lm.device), rB[j].to(lm.device))[None]
-                    * radius), cfg.p, cfg.q)) for j in range(n_rand)]
+                    * radius, cfg.p, cfg.q)) for j in range(n_rand)]
             res.random_adapters = _as_adapters(rA, rB, rR, sl.source, lm.model_id, meta,
                                                torch.tensor(res.random_objective))
             rand_pert = {"adapters": (rA, rB, rR)}
@@ -279,7 +279,7 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
                             "random_mean": float(np.mean(res.random_objective)) if res.random_objective else None}
     metrics["training_curves"] = tr.curves_SV.T.tolist()
     metrics["vector_steps_per_second"] = tr.vector_steps_per_second
-    metrics["engine"] = {"additive_source": sl.additive, "shared_prefix": sl.prefix_note,
+    metrics["engine"] = {"additive_source": sl.additive, "shared_prefix": sl.prefix_note, "target_rows": sl.rows_note,
                          "tokens_per_vector": sl.tokens_per_vector()}
     metrics["radius"] = {"value": radius, "chosen_by": "auto" if sweep else "given",
                          "residual_norm": sl.residual_norm()}
@@ -298,31 +298,48 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
 
 def _sweep(sl: SteeredSlice, cfg: MelboConfig, judge: _Judge, progress: Progress | None) -> tuple[dict, list]:
     """Train ``sweep_vectors`` per grid radius (all in one batch), score each radius by the diversity of
-    its fluent completions, and pick the best."""
+    its fluent completions, and pick the best; while the best is the top of the grid, extend the grid
+    upwards (``grid_extend`` times at most) so the chosen R is not just the largest one tried."""
     unit = sl.residual_norm()
     if cfg.adapter_rank:
         unit = unit / max(_adapter_unit_size(sl, cfg.adapter_rank, cfg.seed), 1e-12)
     radii = [g * unit for g in cfg.radius_grid] if cfg.grid_relative else list(cfg.radius_grid)
-    k = cfg.sweep_vectors
-    radius_V = torch.tensor([r for r in radii for _ in range(k)])
-    group_V = torch.arange(len(radii)).repeat_interleave(k)
-    steps = cfg.sweep_steps or max(1, cfg.steps // 3)
-    sweep_cfg = MelboConfig.from_dict({**cfg.to_dict(), "seed": cfg.seed + 1, "radius": 1.0})
-    tr = train(sl, sweep_cfg, radius_V, group_V, steps=steps,
-               progress=lambda d, t: _note(progress, "radius sweep", d, t))
-    rows, emb, _ = judge.run(_perturbation(tr), tr.n, "sweep", samples=0,
-                             extra=lambda j: {"radius": float(radius_V[j]), "objective": float(tr.objective_V[j])})
-    scores, curve = [], []
-    for g, r in enumerate(radii):
-        mine = [i for i, row in enumerate(rows) if int(group_V[row["vector"]]) == g]
-        m = _set_metrics([rows[i] for i in mine], emb[mine], len(judge.enc))
-        scores.append(m["diversity_fluent"])
-        curve.append({"radius": r, "relative": r / sl.residual_norm() if not cfg.adapter_rank else None,
-                      "objective_mean": float(tr.objective_V[group_V == g].mean()), **m})
+    k, steps = cfg.sweep_vectors, cfg.sweep_steps or max(1, cfg.steps // 3)
+    scores: list[float] = []
+    curve: list[dict] = []
+    rows: list[dict] = []
+    seconds = 0.0
+
+    def score(new: list[float], seed: int) -> None:
+        nonlocal seconds
+        radius_V = torch.tensor([r for r in new for _ in range(k)])
+        group_V = torch.arange(len(new)).repeat_interleave(k)
+        sweep_cfg = MelboConfig.from_dict({**cfg.to_dict(), "seed": seed, "radius": 1.0})
+        tr = train(sl, sweep_cfg, radius_V, group_V, steps=steps,
+                   progress=lambda d, t: _note(progress, "radius sweep", d, t))
+        seconds += tr.seconds
+        got, emb, _ = judge.run(_perturbation(tr), tr.n, "sweep", samples=0,
+                                extra=lambda j: {"radius": float(radius_V[j]), "objective": float(tr.objective_V[j])})
+        offset = len(curve) * k
+        for g, r in enumerate(new):
+            mine = [i for i, row in enumerate(got) if int(group_V[row["vector"]]) == g]
+            m = _set_metrics([got[i] for i in mine], emb[mine], len(judge.enc))
+            scores.append(m["diversity_fluent"])
+            curve.append({"radius": r, "relative": r / sl.residual_norm() if not cfg.adapter_rank else None,
+                          "objective_mean": float(tr.objective_V[group_V == g].mean()), **m})
+        rows.extend({**row, "vector": row["vector"] + offset} for row in got)
+
+    score(radii, cfg.seed + 1)
+    extended = 0
+    while extended < cfg.grid_extend and pick_radius(radii, scores) == len(radii) - 1:
+        ratio = radii[-1] / radii[-2] if len(radii) > 1 else 2.0
+        radii.append(radii[-1] * ratio)
+        extended += 1
+        score(radii[-1:], cfg.seed + 1 + extended)
     best = pick_radius(radii, scores)
     return {"grid": radii, "score": "diversity_fluent", "scores": scores, "chosen": radii[best],
-            "chosen_index": best, "steps": steps, "vectors_per_radius": k, "curve": curve,
-            "seconds": tr.seconds}, rows
+            "chosen_index": best, "steps": steps, "vectors_per_radius": k, "curve": curve, "extended": extended,
+            "at_top": best == len(radii) - 1, "seconds": seconds}, rows
 
 
 def _cluster_summary(cl, rows: list[dict], greedy: list[int], obj: list[float]) -> dict:

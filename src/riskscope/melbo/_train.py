@@ -10,9 +10,10 @@ so one optimiser over a (V, D) tensor is exactly V independent optimisers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -141,13 +142,33 @@ def chunk_size(cfg: MelboConfig, sl: SteeredSlice, n: int) -> int:
     return max(1, min(n, cfg.token_budget // max(1, sl.tokens_per_vector())))
 
 
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter gradients inside (only the perturbation's are needed); ``requires_grad`` restored after."""
+    on = [p for p in model.parameters() if p.requires_grad]
+    for p in on:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in on:
+            p.requires_grad_(True)
+
+
 def train(sl: SteeredSlice, cfg: MelboConfig, radius_V: Tensor, group_V: Tensor | None = None,
           progress: Progress | None = None, steps: int | None = None, init_VD: Tensor | None = None) -> TrainResult:
     """Train ``len(radius_V)`` vectors (or adapters, per ``cfg.adapter_rank``) together.
 
     ``group_V`` labels rows whose orthogonality is enforced among themselves (default: one group).
     ``init_VD`` replaces the random start of steering vectors (used by tests and the benchmark).
+    The model's parameters get no gradients (their ``requires_grad`` flags are restored afterwards).
     """
+    with frozen(sl.lm.model):
+        return _train(sl, cfg, radius_V, group_V, progress, steps, init_VD)
+
+
+def _train(sl: SteeredSlice, cfg: MelboConfig, radius_V: Tensor, group_V: Tensor | None, progress: Progress | None,
+           steps: int | None, init_VD: Tensor | None) -> TrainResult:
     steps = cfg.steps if steps is None else steps
     device = sl.lm.device
     n = int(radius_V.shape[0])
@@ -186,7 +207,7 @@ def train(sl: SteeredSlice, cfg: MelboConfig, radius_V: Tensor, group_V: Tensor 
         opt.zero_grad(set_to_none=False)
         for c0 in range(0, n, C):
             c1 = min(n, c0 + C)
-            obj = sl.objective(sl.target_acts(delta(c0, c1)), cfg.p, cfg.q)
+            obj = sl.objective_of(delta(c0, c1), cfg.p, cfg.q)
             (-obj.sum()).backward()
             curves[step, c0:c1] = obj.detach().cpu()
         if ortho == "soft" and cfg.soft_weight > 0 and n > 1:
@@ -210,7 +231,7 @@ def train(sl: SteeredSlice, cfg: MelboConfig, radius_V: Tensor, group_V: Tensor 
             progress(step + 1, steps)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
-        final = torch.cat([sl.objective(sl.target_acts(delta(c0, min(n, c0 + C))), cfg.p, cfg.q).cpu()
+        final = torch.cat([sl.objective_of(delta(c0, min(n, c0 + C)), cfg.p, cfg.q).cpu()
                            for c0 in range(0, n, C)])
     out = TrainResult(kind="adapter" if adapter else "vector", radius_V=radius_V.cpu(), curves_SV=curves,
                       objective_V=final, seconds=seconds, steps=steps)
@@ -227,7 +248,7 @@ def objective_of(sl: SteeredSlice, cfg: MelboConfig, theta_VD: Tensor, chunk: in
     C = chunk or chunk_size(cfg, sl, n)
     theta_VD = theta_VD.to(sl.lm.device, torch.float32)
     with torch.no_grad():
-        return torch.cat([sl.objective(sl.target_acts(theta_VD[c0:c0 + C]), cfg.p, cfg.q).cpu()
+        return torch.cat([sl.objective_of(theta_VD[c0:c0 + C], cfg.p, cfg.q).cpu()
                           for c0 in range(0, n, C)])
 
 
