@@ -130,6 +130,43 @@ def assemble(outs, n_rows, keys):
     return res
 
 
+def report(wall: dict, cpu: dict, n_tokens: int) -> None:
+    """Print the throughput and goal tables from per-round seconds (``{variant: [s, ...]}``, bare first).
+
+    Goals are judged on the median of the per-round ratios (variant and baseline timed in the same
+    round, so a slow drift in machine load cancels), on wall time and on CPU time; a goal counts as
+    met only when both agree.
+    """
+    order = list(wall)
+    bare = order[0]
+    reps = len(wall[bare])
+
+    def paired(times, a, b):  # per-round time(a) / time(b): > 1 means b is faster
+        return [x / y for x, y in zip(times[a], times[b])]
+
+    rows = []
+    for name in order:
+        pw = paired(wall, bare, name)
+        rows.append([name, f"{median(wall[name]):.2f}", f"{n_tokens / median(wall[name]):.0f}",
+                     f"{median(wall[bare]) / median(wall[name]):.2f}x",
+                     f"{median(pw):.2f}x ({min(pw):.2f}-{max(pw):.2f})",
+                     f"{n_tokens / median(cpu[name]):.0f}", f"{median(paired(cpu, bare, name)):.2f}x"])
+    print(f"\n## throughput ({reps} interleaved rounds, medians; {n_tokens} non-pad tokens per pass)\n")
+    print(table(["variant", "s / pass", "non-pad tok/s", "vs bare (ratio of medians)",
+                 "vs bare (median per-round ratio, range)", "tok per CPU-s", "vs bare (CPU time, median per-round ratio)"],
+                rows))
+
+    goals = []
+    for rn in [n for n in order if n.startswith("riskscope")]:
+        for other, need in [(bare, 1.2)] + [(o, 1.0) for o in order[3:]]:
+            w, c = median(paired(wall, other, rn)), median(paired(cpu, other, rn))
+            ok = w >= need and c >= need if need > 1 else w > need and c > need
+            label = f"{rn} >= 1.2x bare" if other == bare else f"{rn} faster than {other}"
+            goals.append([label, f"{w:.3f}x", f"{c:.3f}x", "met" if ok else "NOT met"])
+    print("\n## goals (median per-round ratios)\n")
+    print(table(["goal", "wall", "CPU time", "status"], goals))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="timed rounds per variant (after one warm-up)")
@@ -141,7 +178,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads (default: leave torch's default, one per core)")
     ap.add_argument("--limit", type=int, default=None, help="first N pairs only (smoke test)")
+    ap.add_argument("--report", metavar="JSON", default=None,
+                    help="only re-print the tables from a raw-results file this script saved under bench/out/")
     args = ap.parse_args(argv)
+    if args.report:
+        import json
+
+        raw = json.loads(Path(args.report).read_text())
+        print(f"# caching throughput (re-printed from {args.report}; run: {' '.join(raw['argv'])})")
+        report(raw["wall"], raw["cpu"], raw["n_tokens"])
+        return 0
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -254,28 +300,7 @@ def main(argv=None) -> int:
               + f" s (load avg {[round(x, 2) for x in __import__('os').getloadavg()]})", flush=True)
     shutil.rmtree(tmp_root, ignore_errors=True)
 
-    bare = order[0]
-    rows = []
-    for name in order:
-        paired = [b / w for b, w in zip(wall[bare], wall[name])]  # >1: faster than bare
-        rows.append([name, f"{median(wall[name]):.2f}", f"{n_tokens / median(wall[name]):.0f}",
-                     f"{median(wall[bare]) / median(wall[name]):.2f}x",
-                     f"{median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})",
-                     f"{n_tokens / median(cpu[name]):.0f}", f"{median(cpu[bare]) / median(cpu[name]):.2f}x"])
-    print(f"\n## throughput ({args.reps} interleaved rounds, medians; {n_tokens} non-pad tokens per pass)\n")
-    print(table(["variant", "s / pass", "non-pad tok/s", "vs bare (ratio of medians)",
-                 "vs bare (median per-round ratio, range)", "tok per CPU-s", "vs bare (CPU time)"], rows))
-
-    goals = []
-    rs_names = [n for n in order if n.startswith("riskscope")]
-    for rn in rs_names:
-        ratio = median(wall[bare]) / median(wall[rn])
-        goals.append([f"{rn} >= 1.2x bare", f"{ratio:.2f}x", "met" if ratio >= 1.2 else "NOT met"])
-        for other in order[3:]:
-            r2 = median(wall[other]) / median(wall[rn])
-            goals.append([f"{rn} faster than {other}", f"{r2:.2f}x", "met" if r2 > 1 else "NOT met"])
-    print("\n## goals\n")
-    print(table(["goal", "measured", "status"], goals))
+    report(wall, cpu, n_tokens)
     env_end = [round(x, 2) for x in __import__("os").getloadavg()]
     print(f"\nload average at end {env_end}")
     path = save_json("cache", {"machine": env, "loadavg_end": env_end, "n_tokens": n_tokens, "n_padded": n_padded,

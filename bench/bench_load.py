@@ -39,11 +39,25 @@ print("RESULT " + json.dumps({"import_riskscope": t1 - t0, "load_model": t2 - t1
 """
 
 
-def run_child(home: str) -> dict:
+# The floor under any cached load: what importing the transformers model class alone costs in a
+# fresh process that has already imported riskscope (and so torch), with the garbage collector
+# paused as load_model() pauses it. riskscope cannot go below it.
+FLOOR = r"""
+import gc, json, time
+import riskscope
+gc.disable()
+t0, c0 = time.perf_counter(), time.process_time()
+import transformers.models.llama.modeling_llama
+t1, c1 = time.perf_counter(), time.process_time()
+print("RESULT " + json.dumps({"import_transformers_llama": t1 - t0, "import_transformers_llama_cpu": c1 - c0}))
+"""
+
+
+def run_child(home: str, code: str = CHILD) -> dict:
     env = {**os.environ, "RISKSCOPE_HOME": home}
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     w0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - w0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
@@ -56,17 +70,22 @@ def run_child(home: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cached-runs", type=int, default=5)
+    ap.add_argument("--floor-runs", type=int, default=3,
+                    help="fresh processes timing `import transformers.models.llama.modeling_llama` alone")
     args = ap.parse_args(argv)
     env = machine()
     home = tempfile.mkdtemp(prefix="rs-bench-home-")
     print(f"# load time\n\nRISKSCOPE_HOME={home} (fresh), load average at start {env['loadavg']}\n", flush=True)
     first = run_child(home)
     assert first["converted"], "first load did not convert: RISKSCOPE_HOME was not fresh"
-    cached = []
-    for _ in range(args.cached_runs):
-        c = run_child(home)
-        assert not c["converted"]
-        cached.append(c)
+    cached, floor = [], []
+    for i in range(max(args.cached_runs, args.floor_runs)):  # interleaved: both see the same machine load
+        if i < args.cached_runs:
+            c = run_child(home)
+            assert not c["converted"]
+            cached.append(c)
+        if i < args.floor_runs:
+            floor.append(run_child(home, FLOOR))
 
     def row(label, c, bold=False):
         b = "**" if bold else ""
@@ -87,9 +106,15 @@ def main(argv=None) -> int:
           f"({'met' if med['load_model_cpu'] <= 3.0 else 'NOT met'}); import riskscope + load_model(): wall "
           f"{med['import_riskscope'] + med['load_model']:.2f} s, CPU {med['import_riskscope_cpu'] + med['load_model_cpu']:.2f} s; "
           f"whole process: wall {med['process_wall']:.2f} s, CPU {med['process_cpu']:.2f} s")
+    if floor:
+        fw = median([f["import_transformers_llama"] for f in floor])
+        fc = median([f["import_transformers_llama_cpu"] for f in floor])
+        print(f"floor: `import transformers.models.llama.modeling_llama` alone (after import riskscope, GC paused), median of "
+              f"{len(floor)} fresh processes: wall {fw:.2f} s, CPU {fc:.2f} s; so riskscope's own part of the "
+              f"cached load_model() is about {med['load_model'] - fw:.2f} s wall, {med['load_model_cpu'] - fc:.2f} s CPU")
     print("(CPU time = user + system time of the process: far less sensitive than the wall time to other work "
           "sharing the CPUs; the loading work is mostly single-threaded Python.)")
-    path = save_json("load", {"machine": env, "first": first, "cached": cached, "argv": sys.argv})
+    path = save_json("load", {"machine": env, "first": first, "cached": cached, "floor": floor, "argv": sys.argv})
     print(f"raw results: {path}")
     import shutil
 

@@ -132,6 +132,7 @@ def test_store_from_other_inputs_is_refused(small_store):
     before = sorted(p.name for p in (out / "chunks").iterdir())
     proc = _cli("cache", "--limit", "5", "--layers", "0", "--out", str(out))
     _assert_one_line_error(proc, str(out), "other inputs", "points", "--out")
+    assert "caching activations" not in proc.stderr  # refused before any progress bar
     assert sorted(p.name for p in (out / "chunks").iterdir()) == before
     Store.open(out)
 

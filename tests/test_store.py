@@ -13,7 +13,7 @@ from riskscope import __version__
 from riskscope.datasets import Dataset, Row
 from riskscope.errors import StoreError
 from riskscope.hooks import HookPoint, capture, run_texts
-from riskscope.store import FORMAT, CacheConfig, Store, cache_activations
+from riskscope.store import FORMAT, CacheConfig, Store, cache_activations, check_store
 
 from conftest import make_tiny
 
@@ -256,8 +256,23 @@ def test_store_from_other_inputs_is_refused(tmp_path, change, field):
         "chunk_rows": (lm, data, _cfg(chunk_rows=5)),
     }[change]
     with pytest.raises(StoreError, match=rf"other inputs \(differs in: [^)]*{field}"):
-        cache_activations(*other[:2], tmp_path / "s", other[2])
+        check_store(*other[:2], tmp_path / "s", other[2])
+    calls = []
+    with pytest.raises(StoreError, match=rf"other inputs \(differs in: [^)]*{field}"):
+        cache_activations(*other[:2], tmp_path / "s", other[2], progress=lambda n, total: calls.append(n))
+    assert calls == []  # refused before any progress is reported
     assert Store.open(tmp_path / "s").manifest["inputs"]["chunk_rows"] == 6  # untouched
+
+
+def test_check_store_says_whether_a_store_of_these_inputs_exists(tmp_path):
+    lm, data, cfg = make_tiny("llama"), _data(3), _cfg()
+    assert check_store(lm, data, tmp_path / "new", cfg) is False
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    cache_activations(lm, data, tmp_path / "new", cfg)
+    assert check_store(lm, data, tmp_path / "new", cfg) is True
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="not an activation store"):
+        check_store(lm, data, tmp_path / "file", cfg)
 
 
 def test_negative_and_positive_layer_spellings_are_the_same_store(tmp_path):

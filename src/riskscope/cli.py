@@ -162,12 +162,13 @@ def cache(
 
 def run_cache(lm, data, out_dir, layers, hooks, positions, store_dtype, batch_size, chunk_rows, truncate) -> dict:
     from .hooks import HookPoint
-    from .store import CacheConfig, cache_activations
+    from .store import CacheConfig, cache_activations, check_store
 
     idx = [lm.layout.layer_index(i) for i in parse_layers(layers, lm.n_layers)]
     points = tuple(HookPoint(h.strip(), i) for h in hooks.split(",") if h.strip() for i in idx)
     cfg = CacheConfig(points=points, positions=parse_positions(positions), dtype=store_dtype,
                       batch_size=batch_size, chunk_rows=chunk_rows, truncate=truncate)
+    check_store(lm, data, out_dir, cfg)  # a store from other inputs fails here, before any progress bar
     with _progress() as prog:
         task = prog.add_task("caching activations", total=len(data))
         stats = cache_activations(lm, data, out_dir, cfg, progress=lambda n, total: prog.advance(task, n))
