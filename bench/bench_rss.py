@@ -1,6 +1,6 @@
 """Peak RSS of caching the built-in dataset 1x vs replicated 10x (goal: flat).
 
-    .venv/bin/python bench/bench_rss.py [--factor 10] [--limit N_PAIRS] [--threads N]
+    .venv/bin/python bench/bench_rss.py [--factor 10] [--limit N_PAIRS] [--threads N] [--chunk-rows N]
 
 The built-in dataset is written as row-per-text JSONL (unique ids, no pair_id) once as is
 and once replicated ``--factor`` times with each copy's texts prefixed by its number (so every
@@ -56,7 +56,7 @@ try:
 except OSError:
     hwm_reset = False
 t0 = time.perf_counter()
-stats = cache_activations(lm, data, sys.argv[2], CacheConfig(points=points))
+stats = cache_activations(lm, data, sys.argv[2], CacheConfig(points=points, chunk_rows=int(sys.argv[4])))
 secs = time.perf_counter() - t0
 print("RESULT " + json.dumps({"rows": len(data), "tokens": stats.tokens, "chunks": stats.chunks_written,
       "seconds": secs, "rss_after_load_mb": after_load, "rss_after_warmup_mb": after_warm,
@@ -81,9 +81,10 @@ def write_dataset(path: Path, factor: int, limit: int | None) -> int:
     return n
 
 
-def run_child(dataset: Path, out: Path, threads: int | None) -> dict:
+def run_child(dataset: Path, out: Path, threads: int | None, chunk_rows: int) -> dict:
     w0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(dataset), str(out), str(threads or "default")],
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(dataset), str(out), str(threads or "default"),
+                           str(chunk_rows)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child failed:\n{proc.stderr[-3000:]}")
@@ -98,17 +99,20 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None,
                     help="base = the first N pairs of the built-in dataset (default: all of it)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in the child (default: torch's)")
+    ap.add_argument("--chunk-rows", type=int, default=256,
+                    help="texts per store chunk (default: the store's 256); with a small --limit, a smaller value "
+                         "gives the 1x run several chunks, so both runs reach the steady state")
     args = ap.parse_args(argv)
     env = machine()
     tmp = Path(tempfile.mkdtemp(prefix="rs-bench-rss-"))
     print(f"# peak RSS, caching 1x vs {args.factor}x the dataset\n\nbase: built-in cyber_risk_pairs"
-          f"{f', first {args.limit} pairs' if args.limit else ''}; torch threads {args.threads or 'default'}; "
+          f"{f', first {args.limit} pairs' if args.limit else ''}; chunk_rows {args.chunk_rows}; torch threads {args.threads or 'default'}; "
           f"load average at start {env['loadavg']}\n", flush=True)
     res = {}
     for factor in (1, args.factor):
         ds = tmp / f"cyber_x{factor}.jsonl"
         write_dataset(ds, factor, args.limit)
-        res[factor] = run_child(ds, tmp / f"store_x{factor}", args.threads)
+        res[factor] = run_child(ds, tmp / f"store_x{factor}", args.threads, args.chunk_rows)
         print(f"x{factor}: {json.dumps(res[factor])}", flush=True)
     rows = []
     for factor, r in res.items():
