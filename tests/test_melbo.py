@@ -602,3 +602,27 @@ def test_minilm_missing_weights_is_a_clear_error(monkeypatch):
     finally:
         _evaluate._minilm.cache_clear()
     assert _evaluate.get_embedder("ngram")(["a b c"]).shape == (1, 2048)  # the model-free fallback
+
+
+def test_loops_are_not_fluent_however_likely():
+    """A completion that repeats itself fails the distinct-trigram check even when its likelihood is fine."""
+    from riskscope.melbo import _run
+    from riskscope.melbo._evaluate import Generated, distinct_ratio
+
+    assert distinct_ratio([1, 2, 3, 4, 5]) == 1.0 and distinct_ratio([]) == 1.0
+    assert distinct_ratio([7, 8] * 10) == pytest.approx(2 / 18)
+    enc = encode_prompts(make_tiny("llama"), ["abc"], chat=False)
+    prose, loop = tuple(range(10, 40)), (5, 6) * 15
+    gens = [Generated(0, 0, 0, prose, "prose"), Generated(1, 0, 0, loop, "loop"), Generated(2, 0, 0, prose, "bad")]
+    flu = np.array([-1.0, -0.5, -9.0])  # the loop is the *most* likely; the third is too unlikely
+    emb = np.eye(3)
+    base = {0: (-1.0, emb[0], "prose", 1.0)}
+    rows = _run._completion_rows(gens, flu, emb, enc, "learned", "train", base, EvalConfig(embedder="ngram"))
+    assert [r["fluent"] for r in rows] == [True, False, False]
+    assert rows[1]["distinct_trigrams"] == pytest.approx(2 / 28, abs=1e-3)
+    # an unsteered completion that loops itself lowers the bar to its own level
+    base = {0: (-1.0, emb[0], "loop", distinct_ratio(loop))}
+    rows = _run._completion_rows(gens, flu, emb, enc, "learned", "train", base, EvalConfig(embedder="ngram"))
+    assert [r["fluent"] for r in rows] == [True, True, False]
+    with pytest.raises(RiskscopeError, match="min_distinct must be in"):
+        EvalConfig(min_distinct=1.5)

@@ -263,6 +263,9 @@ class EvalConfig:
     fluency_margin: float = 2.5
     """A completion is fluent when its mean token log-likelihood (unsteered model) is at most this
     many nats below the unsteered completion's."""
+    min_distinct: float = 0.6
+    """A completion is fluent only if its share of distinct token trigrams is at least this (or the
+    unsteered completion's, if lower): loops are likely under the model but are not fluent text."""
     eval_prompts: tuple[str, ...] = ()
     """Held-out prompts the vectors are also run on (generalisation)."""
     generation_batch: int = 64
@@ -283,6 +286,8 @@ class EvalConfig:
             raise RiskscopeError(f"--max-clusters must be >= 1, got {self.max_clusters}")
         if self.fluency_margin < 0:
             raise RiskscopeError(f"fluency_margin must be >= 0, got {self.fluency_margin}")
+        if not 0.0 <= self.min_distinct <= 1.0:
+            raise RiskscopeError(f"min_distinct must be in [0, 1], got {self.min_distinct}")
         if self.generation_batch < 1:
             raise RiskscopeError(f"generation_batch must be >= 1, got {self.generation_batch}")
         prompts = tuple(str(p) for p in self.eval_prompts)

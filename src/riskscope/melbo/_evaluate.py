@@ -3,7 +3,10 @@
 * **completions**: greedy (and optionally sampled) generations with each vector applied
   to every token, many vectors per ``generate()`` batch (one per row, scoped hooks).
 * **fluency**: mean per-token log-likelihood of a completion (its EOS included) under the
-  *unsteered* model; fluent = within ``fluency_margin`` nats of the unsteered completion.
+  *unsteered* model; fluent = within ``fluency_margin`` nats of the unsteered completion
+  **and** not a loop: its share of distinct token trigrams (:func:`distinct_ratio`) is at
+  least ``min(min_distinct, the unsteered completion's)``. Likelihood alone rewards loops
+  ("B1. B1. B1. ..." scores -0.9 nats/token on SmolLM2, as likely as real prose).
 * **diversity**: mean pairwise cosine distance of completion embeddings across vectors.
 * **clusters**: k-means on per-vector embeddings, k by silhouette, one representative each.
 
@@ -126,6 +129,16 @@ def fluency(lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], gens: Sequence
 
 
 # --- embeddings --------------------------------------------------------------------------------------------------
+
+
+def distinct_ratio(ids: Sequence[int], n: int = 3) -> float:
+    """Share of distinct token ``n``-grams among a completion's ``n``-grams (1.0 when it has none).
+
+    >>> distinct_ratio([1, 2, 3, 4, 5]), distinct_ratio([7, 8] * 10)
+    (1.0, 0.111...)
+    """
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 def ngram_embedder(dim: int = 2048) -> Embed:
@@ -271,5 +284,5 @@ def pick_radius(radii: Sequence[float], scores: Sequence[float]) -> int:
     return next(i for i, s in enumerate(scores) if s >= best - 1e-12)
 
 
-__all__ = ["Clusters", "Embed", "Generated", "cluster", "fluency", "generate", "get_embedder",
+__all__ = ["Clusters", "Embed", "Generated", "cluster", "distinct_ratio", "fluency", "generate", "get_embedder",
            "mean_pairwise_distance", "minilm_embedder", "ngram_embedder", "pick_radius"]

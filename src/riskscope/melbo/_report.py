@@ -176,7 +176,9 @@ def render_report(res: "MelboResult") -> str:
     parts.append("<h2>Learned vs random vectors</h2><p class=muted>Random vectors have the same norm R; the seed "
                  "reports they 'typically lead to uninteresting re-phrasings'. Fluent = mean token log-likelihood "
                  f"within {res.eval_config.fluency_margin if res.eval_config else '–'} nats of the unsteered "
-                 "completion's.</p>" + _summary_table(res))
+                 "completion's, and not a loop (at least "
+                 f"{res.eval_config.min_distinct if res.eval_config else '–'} of its token trigrams distinct, or "
+                 "as many as the unsteered completion's).</p>" + _summary_table(res))
     parts.append(f"<figure>{_objective_plot(res)}</figure><figure>{_fluency_plot(res)}</figure>")
     if res.sweep:
         parts.append("<h2>Choosing R</h2><p class=muted>Each radius trained "

@@ -26,8 +26,8 @@ from ..steering import SteeringVector
 from ._adapter import SteeringAdapter
 from ._config import EvalConfig, MelboConfig, Positions
 from ._engine import EncodedPrompts, SteeredSlice, encode_prompts
-from ._evaluate import (Embed, Generated, cluster, fluency, generate, get_embedder, mean_pairwise_distance,
-                        pick_radius)
+from ._evaluate import (Embed, Generated, cluster, distinct_ratio, fluency, generate, get_embedder,
+                        mean_pairwise_distance, pick_radius)
 from ._train import TrainResult, _unit_columns, objective_of, random_vectors, train
 
 Progress = Callable[[str, int, int], object]
@@ -139,15 +139,18 @@ def _perturbation(tr_or_rand) -> dict:
 
 
 def _completion_rows(gens: Sequence[Generated], flu: np.ndarray, emb: np.ndarray, enc: EncodedPrompts,
-                     set_name: str, prompt_set: str, base: dict[int, tuple[float, np.ndarray, str]], margin: float,
-                     extra: Callable[[int], dict] | None = None) -> list[dict]:
+                     set_name: str, prompt_set: str, base: dict[int, tuple[float, np.ndarray, str, float]],
+                     ecfg: EvalConfig, extra: Callable[[int], dict] | None = None) -> list[dict]:
     rows = []
     for g, f, e in zip(gens, flu, emb):
-        b_flu, b_emb, b_text = base[g.prompt]
-        fluent = bool(np.isfinite(f) and f >= b_flu - margin)
+        b_flu, b_emb, b_text, b_distinct = base[g.prompt]
+        distinct = distinct_ratio(g.ids)
+        fluent = bool(np.isfinite(f) and f >= b_flu - ecfg.fluency_margin
+                      and distinct >= min(ecfg.min_distinct, b_distinct))
         rows.append({"set": set_name, "vector": None if g.cond < 0 else g.cond, "prompts": prompt_set,
                      "prompt_index": g.prompt, "prompt": enc.texts[g.prompt], "sample": g.sample, "text": g.text,
                      "n_tokens": len(g.ids), "fluency": None if not np.isfinite(f) else round(float(f), 4),
+                     "distinct_trigrams": round(distinct, 3),
                      "fluent": fluent, "same_as_unsteered": g.text.strip() == b_text.strip(),
                      "distance_to_unsteered": round(float(1 - e @ b_emb), 4), **(extra(g.cond) if extra else {})})
     return rows
@@ -180,8 +183,8 @@ class _Judge:
             seed, name
         gens = generate(lm, enc.ids, layer, [-1], max_new_tokens=ecfg.max_new_tokens, batch=ecfg.generation_batch)
         flu, emb = fluency(lm, enc.ids, gens), self.embed([g.text for g in gens])
-        self.base = {g.prompt: (float(f), e, g.text) for g, f, e in zip(gens, flu, emb)}
-        self.base_rows = _completion_rows(gens, flu, emb, enc, "unsteered", name, self.base, ecfg.fluency_margin)
+        self.base = {g.prompt: (float(f), e, g.text, distinct_ratio(g.ids)) for g, f, e in zip(gens, flu, emb)}
+        self.base_rows = _completion_rows(gens, flu, emb, enc, "unsteered", name, self.base, ecfg)
 
     def run(self, pert: dict, n: int, set_name: str, samples: int | None = None,
             extra: Callable[[int], dict] | None = None) -> tuple[list[dict], np.ndarray, dict]:
@@ -190,7 +193,7 @@ class _Judge:
                         samples=e.samples if samples is None else samples, temperature=e.temperature,
                         seed=self.seed, batch=e.generation_batch, **pert)
         flu, emb = fluency(self.lm, self.enc.ids, gens), self.embed([g.text for g in gens])
-        rows = _completion_rows(gens, flu, emb, self.enc, set_name, self.name, self.base, e.fluency_margin, extra)
+        rows = _completion_rows(gens, flu, emb, self.enc, set_name, self.name, self.base, e, extra)
         return rows, emb, _set_metrics(rows, emb, len(self.enc))
 
 
