@@ -295,3 +295,22 @@ def test_llama_cpp_adds_direction_k_to_block_k_output(default_lm, tmp_path):
         shift[[t.token_id for t in e.boosts]] = [t.mean_dlogp for t in e.boosts]
         corr[layer] = np.corrcoef(shift_cpp[top], shift[top])[0, 1]
     assert corr[k] > 0.99 and corr[k - 1] < 0.98 and corr[k + 1] < 0.98  # measured: 1.000 vs 0.92 and 0.90
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    """safetensors alone leaves 0600 files; riskscope's writers give ordinary files (0666 & ~umask)."""
+    import os
+    import stat
+
+    from riskscope._files import save_safetensors
+
+    old = os.umask(0o022)
+    try:
+        vec = SteeringVector({1: torch.ones(4)})
+        p = vec.save(tmp_path / "v")
+        q = save_safetensors({"x": np.zeros(3, dtype=np.float32)}, tmp_path / "a.safetensors")
+        modes = {stat.S_IMODE(os.stat(f).st_mode) for f in (p, q)}
+    finally:
+        os.umask(old)
+    assert modes == {0o644}
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -22,7 +22,7 @@ from typing import Mapping
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from ._files import save_safetensors
 
 from .errors import RiskscopeError
 from .hooks import HOOKS, Add, HookPoint, Positions
@@ -119,8 +119,7 @@ class SteeringVector:
         base.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"layer.{k}": v.contiguous() for k, v in self.vectors.items()}
         tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "hook": self.hook})
-        os.replace(tmp, base.with_suffix(".safetensors"))
+        save_safetensors(tensors, base.with_suffix(".safetensors"), metadata={"format": FORMAT, "hook": self.hook})
         info = {"format": FORMAT, "hook": self.hook, "model": self.model, "layers": self.layers,
                 "width": self.width, "norms": self.norms(), "meta": self.meta}
         tmp.write_text(json.dumps(info, indent=1, default=str))

@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from ._files import file_mode
 from .datasets import Dataset
 from .errors import StoreError
 from .extract import iter_captures
@@ -266,6 +267,7 @@ def cache_activations(
             tensors["token_offsets"] = torch.as_tensor(offsets, dtype=torch.int64)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "chunk": str(c)})
+        os.chmod(tmp, file_mode())  # safetensors leaves 0600; a shared store should follow the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from .._files import save_safetensors
 from torch import Tensor
 
 from ..errors import RiskscopeError
@@ -95,8 +95,8 @@ class SteeringAdapter:
         base = Path(path).with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
         tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
-        save_file({"A": self.A.contiguous(), "B": self.B.contiguous()}, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, base.with_suffix(".safetensors"))
+        save_safetensors({"A": self.A.contiguous(), "B": self.B.contiguous()}, base.with_suffix(".safetensors"),
+                         metadata={"format": FORMAT})
         info = {"format": FORMAT, "layer": self.layer, "scale": self.scale, "rank": self.rank, "model": self.model,
                 "meta": self.meta}
         tmp.write_text(json.dumps(info, indent=1, default=str))

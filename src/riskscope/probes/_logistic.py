@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def validate_data(estimator, X, y="no_validation", reset=True, **kw):
         return estimator._validate_data(X, y, reset=reset, **kw)
 
+from .._files import save_safetensors
 from ._config import ProbeError
 from ._solver import fit_many
 
@@ -134,10 +135,10 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
             "converged": self.converged_,
         }
         (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(
+        save_safetensors(
             {"coef": np.ascontiguousarray(self.coef_), "intercept": np.ascontiguousarray(self.intercept_),
              "mean": np.ascontiguousarray(self.mean_), "scale": np.ascontiguousarray(self.scale_)},
-            str(path / "weights.safetensors"),
+            path / "weights.safetensors",
         )
         return path
 
