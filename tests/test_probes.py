@@ -151,9 +151,12 @@ def test_l2_matches_sklearn(C):
 def test_l1_matches_sklearn(C):
     X, y, _ = paired_data(n_layers=3, seed=3)
     Z = standardized(X[2], slice(None))
-    # liblinear penalises the intercept; a huge intercept_scaling makes that negligible
+    # liblinear penalises the intercept; a huge intercept_scaling makes that negligible. Its coordinate order
+    # is random: without random_state it draws a seed from numpy's global state, so whether it converged
+    # depended on which tests ran before (a fresh-clone CI run hit ConvergenceWarning once).
     l1 = {"l1_ratio": 1.0} if SKLEARN >= (1, 8) else {"penalty": "l1"}  # `penalty` is deprecated since 1.8
-    sk = LogisticRegression(C=C, solver="liblinear", tol=1e-10, max_iter=1_000_000, intercept_scaling=1e4, **l1).fit(Z, y)
+    sk = LogisticRegression(C=C, solver="liblinear", tol=1e-10, max_iter=1_000_000, intercept_scaling=1e4,
+                            random_state=0, **l1).fit(Z, y)
     probe = LogisticProbe(C=C, penalty="l1", tol=1e-10, max_iter=50_000).fit(X[2], y)
     assert probe.converged_
     np.testing.assert_allclose(probe.coef_, sk.coef_, atol=2e-4)
