@@ -115,8 +115,8 @@ def main() -> None:
         })
         r = runs[-1]
         print(f"seed {seed}: ours {r['ours_vector_steps_per_s']:.3f} vs naive {r['naive_vector_steps_per_s']:.3f} "
-              f"vector-steps/s = {r['speedup']:.2f}x wall, {r['speedup_cpu_time']:.2f}x CPU time "
-              f"({m} at once: {r['few_speedup_cpu_time'] or float('nan'):.2f}x CPU time); "
+              f"vector-steps/s = {r['speedup']:.2f}x wall, {r['speedup_cpu_time']:.2f}x CPU time"
+              + (f" ({m} at once: {r['few_speedup_cpu_time']:.2f}x CPU time)" if m else "") + "; "
               f"objective (first {k}) ours "
               f"{statistics.mean(direct):.2f} vs naive {statistics.mean(r['naive_objective_first_k']):.2f}", flush=True)
     ours_obj = [x for r in runs for x in r["ours_objective_first_k"]]
