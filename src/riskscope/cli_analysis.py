@@ -399,10 +399,12 @@ def analyze(
         done = analyze_run(lm, run, analyses, progress=lambda msg: st.update(f"analyses: {msg} ..."),
                            ask_pairs=ask_pairs or None)
     files = dict(done.files)
-    if report:
+    if report and (Path(run) / "metrics.json").is_file():
         from .report import write_report
 
         files["report"] = str(write_report(run))
+    elif report:
+        ui.err.print(f"no report: {run} has no metrics.json (run `riskscope probe {run}` first)")
     if json_out:
         _print_json({"files": files, "seconds": done.seconds})
         return
