@@ -45,6 +45,16 @@ def make_tiny(family: str, seed: int = 0) -> LoadedModel:
                        model_id=f"tiny-{family}", weight_hash=f"tiny-{family}-{seed}")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models run fastest so, and on a busy 2-CPU machine OpenMP's
+    spin-waiting makes even the real model ~10x slower with two threads than with one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=FAMILIES)
 def tiny(request) -> LoadedModel:
     return make_tiny(request.param)

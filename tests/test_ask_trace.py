@@ -25,12 +25,7 @@ from test_neurons import _probe, hooks_left, make_store, tiny_dataset
 TEMPLATE = AskTemplate("bang", "{text} so", positive=("!",), negative=("?",))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")

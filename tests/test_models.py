@@ -22,14 +22,7 @@ LLAMA_PATHS = {"blocks": "inner.model.layers", "attn": "self_attn", "mlp": "mlp"
                "final_norm": "inner.model.norm", "unembed": "inner.lm_head", "embed": "inner.model.embed_tokens"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny models run fastest so, and on a busy 2-CPU machine OpenMP's spin-waiting
-    makes even the real model ~10x slower with two threads than with one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 class _Wrapped(nn.Module):

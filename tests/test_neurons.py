@@ -22,12 +22,7 @@ from conftest import make_tiny
 TEXTS = ["hello world", "ab", "the quick brown fox", "risk", "xyz abc de", "q"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def tiny_dataset(n_pairs: int = 12) -> Dataset:

@@ -34,13 +34,7 @@ POINTS = (HookPoint("resid_post", 0), HookPoint("mlp_neurons", -1), HookPoint("a
           HookPoint("resid_pre", 2), HookPoint("mlp_out", 1))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and OpenMP spin-waits badly on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def _data(n_pairs: int = len(_PAIRS)) -> Dataset:

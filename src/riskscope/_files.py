@@ -1,4 +1,4 @@
-"""Atomic, shareable safetensors writes.
+"""File helpers: atomic, shareable safetensors writes; JSONL reading with line-numbered errors.
 
 ``safetensors`` writes through a private temporary file, so what it leaves is mode
 0600 whatever the umask: a run folder shared with a team would be unreadable to
@@ -9,9 +9,31 @@ into place, so a reader never sees a half-written file.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Iterator, Mapping
+
+from .errors import RiskscopeError
+
+
+def iter_jsonl(text: str, where: str, error: type[RiskscopeError] = RiskscopeError,
+               objects: bool = True) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of JSONL ``text``; ``where`` names the file in errors.
+
+    >>> list(iter_jsonl('{"a": 1}\\n\\n{"b": 2}', "f.jsonl"))
+    [(1, {'a': 1}), (3, {'b': 2})]
+    """
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{where}:{n}: invalid JSON ({e.msg})") from None
+        if objects and not isinstance(rec, dict):
+            raise error(f"{where}:{n}: each line must be a JSON object")
+        yield n, rec
 
 
 def file_mode() -> int:

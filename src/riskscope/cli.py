@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ._files import iter_jsonl
 from .errors import RiskscopeError
 
 app = typer.Typer(
@@ -272,13 +273,7 @@ def _score_inputs(texts: Optional[list[str]], input_file: Optional[Path]) -> tup
     except UnicodeDecodeError as e:
         raise RiskscopeError(f"{input_file}: not UTF-8 (byte {e.start})") from None
     ids, items = [], []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RiskscopeError(f"{input_file}:{n}: invalid JSON ({e.msg})") from None
+    for n, rec in iter_jsonl(raw, str(input_file), objects=False):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not rec["text"].strip():
             raise RiskscopeError(f"{input_file}:{n}: field 'text' is missing, empty or not a string")
         ids.append(rec.get("id", n))

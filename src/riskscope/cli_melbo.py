@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from ._files import iter_jsonl
 from .errors import RiskscopeError
 
 
@@ -27,13 +28,7 @@ def read_prompts(path: Path) -> list[str]:
         return data
     if path.suffix == ".jsonl":
         out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RiskscopeError(f"{path}:{n}: not valid JSON ({e})") from None
+        for n, row in iter_jsonl(text, str(path), objects=False):
             if isinstance(row, dict):
                 row = row.get("prompt", row.get("text"))
             if not isinstance(row, str):

@@ -27,6 +27,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from . import __version__
+from ._files import iter_jsonl
 from .errors import RiskscopeError, StoreError
 from .probes import LogisticProbe, ProbeConfig, evaluate_layers
 from .scoring import Probe
@@ -206,13 +207,9 @@ def run_folds(run: Path, store: Store) -> np.ndarray | None:
     path = run / "predictions.jsonl"
     if not path.is_file():
         return None
-    fold = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            fold[r["id"]] = r["fold"]
+    fold = {r.get("id"): r.get("fold") for _, r in iter_jsonl(path.read_text(encoding="utf-8"), str(path))}
     ids = [r["id"] for r in store.rows]
-    return np.asarray([fold[i] for i in ids]) if all(i in fold for i in ids) else None
+    return np.asarray([fold[i] for i in ids]) if all(fold.get(i) is not None for i in ids) else None
 
 
 def analyze_run(lm, run: str | Path, analyses: Sequence[str] = ANALYSES, progress: Callable[[str], None] | None = None,

@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .._files import iter_jsonl
 from ..errors import DatasetError
 
 _LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "risky": 1, "benign": 0, "high": 1, "low": 0}
@@ -137,16 +138,7 @@ def _records(data: bytes, where: str, suffix: str) -> Iterator[tuple[int, dict]]
         for rec in reader:
             yield reader.line_num, {k: v for k, v in rec.items() if k is not None and v not in (None, "")}
         return
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where}:{n}: invalid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise DatasetError(f"{where}:{n}: each line must be a JSON object")
-        yield n, rec
+    yield from iter_jsonl(text, where, DatasetError)
 
 
 def _text(rec: dict, key: str, at: str) -> str:

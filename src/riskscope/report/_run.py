@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import iter_jsonl
 from ..errors import RiskscopeError
 from ..hooks import HOOKS
 
@@ -174,16 +175,8 @@ def _predictions(path: Path) -> Predictions:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise RiskscopeError(f"{path}: not UTF-8 text") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, rec in iter_jsonl("\n".join(lines), str(path)):
         where = f"{path}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RiskscopeError(f"{where}: invalid JSON: {exc.msg}") from None
-        if not isinstance(rec, dict):
-            raise RiskscopeError(f"{where}: expected a JSON object")
         label = rec.get("label")
         if label not in (0, 1):
             raise RiskscopeError(f"{where}: field 'label' must be 0 or 1, got {label!r}")
