@@ -43,8 +43,10 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def save_safetensors(tensors: Mapping, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write torch tensors or numpy arrays (not mixed) to ``path`` atomically, readable as the umask allows."""
+def save_safetensors(tensors: Mapping, path: str | os.PathLike, metadata: dict[str, str] | None = None,
+                     fsync: bool = False) -> Path:
+    """Write torch tensors or numpy arrays (not mixed) to ``path`` atomically, readable as the umask allows;
+    with ``fsync``, the data is on disk before the rename (crash-safe stores)."""
     path = Path(path)
     first = next(iter(tensors.values()), None)
     if first is not None and type(first).__module__.startswith("numpy"):
@@ -55,6 +57,9 @@ def save_safetensors(tensors: Mapping, path: str | os.PathLike, metadata: dict[s
     try:
         save_file(dict(tensors), str(tmp), metadata=metadata)
         os.chmod(tmp, file_mode())
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

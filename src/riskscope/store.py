@@ -31,10 +31,9 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from . import __version__
-from ._files import file_mode
+from ._files import save_safetensors
 from .datasets import Dataset
 from .errors import StoreError
 from .extract import iter_captures
@@ -265,12 +264,7 @@ def cache_activations(
         tensors["row_index"] = torch.as_tensor(sel, dtype=torch.int64)
         if reduce == "all":
             tensors["token_offsets"] = torch.as_tensor(offsets, dtype=torch.int64)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "chunk": str(c)})
-        os.chmod(tmp, file_mode())  # safetensors leaves 0600; a shared store should follow the umask
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_safetensors(tensors, path, metadata={"format": FORMAT, "chunk": str(c)}, fsync=True)
         stats.chunks_written += 1
         del tensors, parts
         _release_free_memory()
