@@ -33,8 +33,8 @@ import torch
 
 import riskscope
 from riskscope.hooks import HookPoint, capture, pad_batch, run_batch, tokenize
-from riskscope.datasets import Dataset
-from riskscope.store import CacheConfig, Store, cache_activations
+from riskscope.data import Dataset
+from riskscope.data import CacheConfig, Store, cache_activations
 
 from _common import machine, median, save_json, table
 

@@ -75,7 +75,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from riskscope.datasets import load_dataset
+    from riskscope.data import load_dataset
     from riskscope.effects import run_effects
     from riskscope.hooks import Clamp, HookPoint
     from riskscope.models import load_model

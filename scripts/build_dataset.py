@@ -6,7 +6,7 @@
     python scripts/build_dataset.py leaks [-n 30]                   # what the lexical model keys on
     python scripts/build_dataset.py report                          # markdown tables for the datasheet
 
-The data file (src/riskscope/datasets/data/cyber_risk_pairs.jsonl) is the source of truth; ``build``
+The data file (src/riskscope/data/builtin/cyber_risk_pairs.jsonl) is the source of truth; ``build``
 re-creates it from the writers' drafts (data_drafts/, not in git) plus the reviewed rewrites in
 ``REVISIONS`` below, which also documents every text changed after drafting.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT / "src" / "riskscope" / "datasets" / "data"
+DATA_DIR = ROOT / "src" / "riskscope" / "data" / "builtin"
 DATA_FILE = DATA_DIR / "cyber_risk_pairs.jsonl"
 FORBIDDEN_FILE = DATA_DIR / "forbidden_words.txt"
 

@@ -11,13 +11,14 @@ import typer
 from typer.testing import CliRunner
 
 from riskscope.report._fragments import ask_table, neuron_section, steering_html, token_spans, traces_html
-from riskscope.ask import AskTemplate, _evaluate, ask_baseline, ask_scores, load_templates
-from riskscope.caution import caution_demo, diff_of_means_vector
-from riskscope.cli_analysis import register
+from riskscope.scorers import AskTemplate, ask_baseline, ask_scores, load_templates
+from riskscope.scorers._ask import _evaluate
+from riskscope.steering import caution_demo, diff_of_means_vector
+from riskscope.cli._analysis import register
 from riskscope.errors import RiskscopeError
 from riskscope.hooks import HookPoint, capture, run_texts
 from riskscope.neurons import EffectsConfig, neuron_effects, rank_neurons
-from riskscope.trace import pick_trace_texts, token_traces
+from riskscope.scorers import pick_trace_texts, token_traces
 
 from conftest import make_tiny
 from test_neurons import _probe, hooks_left, make_store, tiny_dataset
@@ -188,7 +189,7 @@ def test_cli_neurons_without_effects(app, store, tmp_path):
 @pytest.fixture
 def tiny_cli(app, store, monkeypatch):
     """The CLI with model loading answered by the tiny model the store was made with."""
-    import riskscope.cli as cli
+    import riskscope.cli._app as cli
 
     lm, st = store
     monkeypatch.setattr(cli, "_load", lambda *a, **k: lm)
@@ -257,7 +258,7 @@ SCENARIOS = ["The intern pasted the admin password into the public team chat.",
 
 @pytest.mark.slow
 def test_default_model_templates_render_and_score_batch_independently(default_lm):
-    from riskscope.ask import DEFAULT_TEMPLATES
+    from riskscope.scorers import DEFAULT_TEMPLATES
 
     tok = default_lm.tokenizer
     for t in DEFAULT_TEMPLATES:
@@ -274,7 +275,7 @@ def test_default_model_templates_render_and_score_batch_independently(default_lm
 
 @pytest.mark.slow
 def test_default_model_traces_end_at_the_last_token_score(default_lm):
-    from riskscope.extract import capture_texts
+    from riskscope.hooks import capture_texts
 
     probe = _probe(default_lm, "resid_post", 10)
     tr = token_traces(default_lm, probe, SCENARIOS[:2], [1, 0])

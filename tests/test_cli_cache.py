@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from riskscope.cli import parse_layers, parse_positions, run_cache
-from riskscope.datasets import load_dataset
+from riskscope.cli._app import parse_layers, parse_positions, run_cache
+from riskscope.data import load_dataset
 from riskscope.errors import RiskscopeError
-from riskscope.hooks import HookPoint, capture, run_texts
-from riskscope.store import Store
+from riskscope.hooks import capture, run_texts
+from riskscope.data import Store
 
 # One torch thread in the children: on a busy 2-CPU machine OpenMP spin-waiting makes two threads
 # ~10x slower. Same setting for every run, so interrupted and clean runs stay bit-comparable.

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from riskscope.datasets import load_dataset
+from riskscope.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("build_dataset", ROOT / "scripts" / "build_dataset.py")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from riskscope.datasets import BUILTINS, DEFAULT_DATASET, Dataset, Row, list_builtins, load_dataset
+from riskscope.data import BUILTINS, DEFAULT_DATASET, Dataset, Row, list_builtins, load_dataset
 from riskscope.errors import DatasetError, RiskscopeError
 
 

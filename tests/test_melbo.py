@@ -20,7 +20,8 @@ from riskscope.hooks import Add, HookPoint, capture, intervene, pad_batch, run_b
 from riskscope.melbo import (EvalConfig, MelboConfig, Positions, SteeredSlice, cluster, encode_prompts,
                              load_adapters, load_vectors, mean_pairwise_distance, objective_direct, run_melbo,
                              train_melbo, train_reference)
-from riskscope.melbo._evaluate import generate, ngram_embedder
+from riskscope.melbo._evaluate import generate
+from riskscope.melbo import ngram_embedder
 from riskscope.melbo._train import train
 from riskscope.steering import SteeringVector
 
@@ -467,7 +468,7 @@ def test_positions():
 
 
 def _cli_app():
-    from riskscope.cli_melbo import register
+    from riskscope.cli._melbo import register
 
     app = typer.Typer(pretty_exceptions_enable=False)
 
@@ -491,7 +492,7 @@ def test_cli_rejects_bad_input_before_loading(tmp_path, args, match):
 
 
 def test_cli_prompt_files(tmp_path):
-    from riskscope.cli_melbo import read_prompts
+    from riskscope.cli._melbo import read_prompts
 
     (tmp_path / "p.txt").write_text("one\n\ntwo\n")
     (tmp_path / "p.jsonl").write_text('"a"\n{"prompt": "b"}\n')
@@ -528,7 +529,7 @@ def test_default_model_slice_and_training(default_lm):
     theta = torch.stack([v.vectors[8] for v in res.vectors])
     torch.testing.assert_close(theta @ theta.T, R**2 * torch.eye(4), rtol=1e-4, atol=1e-3 * R**2)
     rand = torch.randn(4, lm.d_model, generator=torch.Generator().manual_seed(9))
-    from riskscope.melbo._train import objective_of
+    from riskscope.melbo._engine import objective_of
 
     rand_obj = objective_of(sl, res.config, rand / rand.norm(dim=1, keepdim=True) * R)
     assert float(res.training.objective_V.mean()) > float(rand_obj.mean())
@@ -538,7 +539,7 @@ def test_default_model_slice_and_training(default_lm):
 @pytest.mark.slow
 def test_default_model_cli_end_to_end(default_lm, tmp_path, monkeypatch):
     """The command on the default model with a chat prompt: auto R, training, random controls, clusters, report."""
-    from riskscope import cli as main_cli
+    from riskscope.cli import _app as main_cli
 
     monkeypatch.setattr(main_cli, "_load", lambda *a, **k: default_lm)
     before = snapshot(default_lm)

@@ -140,7 +140,7 @@ def test_default_model_shape_and_hash(default_lm, default_f64):
     assert lm.tokenizer.pad_token_id is not None and lm.context_length >= 2048
     # the first load of a fresh machine converts the GGUF; any later load uses the safetensors cache
     assert default_f64.info["converted"] is False
-    from riskscope.models._sources import named_gguf
+    from riskscope.models import named_gguf
 
     _, gguf = named_gguf("default")
     h = hashlib.sha256()

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from riskscope.datasets import Dataset, Row
+from riskscope.data import Dataset, Row
 from riskscope.effects import LinearReadout, PointProbe, run_effects
 from riskscope.errors import RiskscopeError, StoreError
 from riskscope.hooks import Ablate, Add, Clamp, HookPoint, Scale, Set
 from riskscope.neurons import (
     EffectsConfig, direct_logit_attribution, neuron_effects, rank_neurons, validation_rows,
 )
-from riskscope.store import CacheConfig, Store, cache_activations
+from riskscope.data import CacheConfig, Store, cache_activations
 
 from conftest import make_tiny
 

@@ -97,7 +97,7 @@ def test_pair_accuracy_counts_ties_as_half():
 def test_vectorised_auc_and_f1_equal_sklearn():
     from sklearn.metrics import f1_score
 
-    from riskscope.probes._metrics import auc_rows, auc_weighted, bootstrap_counts, macro_f1_weighted
+    from riskscope.probes import auc_rows, auc_weighted, bootstrap_counts, macro_f1_weighted
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 60)

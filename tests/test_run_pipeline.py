@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import riskscope.cli as cli
+import riskscope.cli._app as cli
 from riskscope.pipeline import ANALYSES, parse_skip, run_folds
 from riskscope.errors import RiskscopeError
 from riskscope.steering import SteeringVector
-from riskscope.store import Store
+from riskscope.data import Store
 
 from conftest import make_tiny
 from test_neurons import tiny_dataset

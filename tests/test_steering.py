@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from riskscope.caution import (
+from riskscope.steering import (
     caution_demo, diff_of_means_vector, generate, probe_vector, random_like, risk_mentions, save_risk_vector,
     steer_compare,
 )
-from riskscope.control_vectors import export_control_vector, import_control_vector, read_control_vector_info
+from riskscope.steering import export_control_vector, import_control_vector, read_control_vector_info
 from riskscope.errors import RiskscopeError
 from riskscope.steering import SteeringVector
 
@@ -211,9 +211,9 @@ def test_save_risk_vector_writes_both_formats(store, tmp_path):
 @pytest.fixture(scope="module")
 def default_store(default_lm, tmp_path_factory):
     """resid_post.16 of 32 pairs of the built-in dataset (last token)."""
-    from riskscope.datasets import load_dataset
+    from riskscope.data import load_dataset
     from riskscope.hooks import HookPoint
-    from riskscope.store import CacheConfig, Store, cache_activations
+    from riskscope.data import CacheConfig, Store, cache_activations
 
     root = tmp_path_factory.mktemp("default") / "store"
     cfg = CacheConfig(points=(HookPoint("resid_post", 16),), batch_size=16)
@@ -223,7 +223,7 @@ def default_store(default_lm, tmp_path_factory):
 
 @pytest.mark.slow
 def test_risk_vector_lifts_risk_words_more_than_a_random_vector(default_lm, default_store):
-    from riskscope.caution import NEUTRAL_PROMPTS
+    from riskscope.steering import NEUTRAL_PROMPTS
     from riskscope.effects import run_effects
 
     vec = diff_of_means_vector(default_store, layers=[16])
@@ -251,7 +251,7 @@ def test_llama_cpp_adds_direction_k_to_block_k_output(default_lm, tmp_path):
     """A real llama.cpp build moves the logits like riskscope's resid_post.k add, not k - 1 or k + 1."""
     from riskscope.effects import run_effects
     from riskscope.models import NAMED_MODELS
-    from riskscope.models._sources import named_gguf
+    from riskscope.models import named_gguf
 
     llama_cpp = _llama_cpp()
     _, gguf_path = named_gguf(next(iter(NAMED_MODELS)))
@@ -297,7 +297,7 @@ def test_saved_files_follow_the_umask(tmp_path):
     import os
     import stat
 
-    from riskscope._files import save_safetensors
+    from riskscope._io import save_safetensors
 
     old = os.umask(0o022)
     try:

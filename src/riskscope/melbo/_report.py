@@ -134,7 +134,7 @@ def _summary_table(res: "MelboResult") -> str:
     cols = [(s, p) for p in ("train", "eval") for s in ("learned", "random") if m.get(s, {}).get(p)]
     head = "".join(f"<th>{_e(s)} · {_e(p)} prompts</th>" for s, p in cols)
     obj = m.get("objective", {})
-    body = (f"<tr><td>objective (mean)</td>" + "".join(
+    body = ("<tr><td>objective (mean)</td>" + "".join(
         f"<td class=num>{_fmt(obj.get(s + '_mean')) if p == 'train' else '–'}</td>" for s, p in cols) + "</tr>")
     for k, label in keys:
         body += f"<tr><td>{_e(label)}</td>" + "".join(f"<td class=num>{_fmt(m[s][p].get(k))}</td>"

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import __version__
+from .._version import __version__
+from .._io import atomic_text
 from ..errors import RiskscopeError
 from ..models import LoadedModel
 from ..steering import SteeringVector
@@ -360,10 +361,6 @@ def _cluster_summary(cl, rows: list[dict], greedy: list[int], obj: list[float]) 
 # --- files -----------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | None = None) -> Path:
@@ -381,7 +378,7 @@ def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | N
               "eval_formatted_prompts": list(eval_enc.formatted) if eval_enc else [],
               "source": res.source, "target": res.target, "radius": res.radius,
               "hook": f"mlp_out.{res.source}"}
-    _atomic_write(out / "config.json", json.dumps(config, indent=1))
+    atomic_text(out / "config.json", json.dumps(config, indent=1))
     for name, values in (("vectors", res.vectors), ("random_vectors", res.random_vectors),
                          ("adapters", res.adapters), ("random_adapters", res.random_adapters)):
         for j, v in enumerate(values):
@@ -390,9 +387,9 @@ def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | N
         for row in res.completions:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(out / f".completions.jsonl.{os.getpid()}.tmp", out / "completions.jsonl")
-    _atomic_write(out / "metrics.json", json.dumps(res.metrics, indent=1))
-    _atomic_write(out / "clusters.json", json.dumps(res.clusters, indent=1, ensure_ascii=False))
-    _atomic_write(out / "report.html", render_report(res))
+    atomic_text(out / "metrics.json", json.dumps(res.metrics, indent=1))
+    atomic_text(out / "clusters.json", json.dumps(res.clusters, indent=1, ensure_ascii=False))
+    atomic_text(out / "report.html", render_report(res))
     return out
 
 

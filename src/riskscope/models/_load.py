@@ -108,7 +108,7 @@ def _from_dir(path: str, dtype: torch.dtype, device: str, trust_remote_code: boo
         kwargs["local_files_only"] = True
     if device == "auto":
         kwargs["device_map"] = "auto"
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
                                             **({"local_files_only": True} if local_only else {}))
@@ -118,7 +118,7 @@ def _from_dir(path: str, dtype: torch.dtype, device: str, trust_remote_code: boo
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -191,7 +191,7 @@ def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
         digest = sha256_file(gguf)
         cache_dir = riskscope_home() / "models" / f"{gguf.stem}-{digest[:16]}"
         if not (cache_dir / _MARKER).is_file():
-            with _quiet_transformers():
+            with quiet_transformers():
                 _convert_gguf(gguf, cache_dir, digest, progress)
             info["converted"] = True
         model, tok = _from_dir(str(cache_dir), tdtype, device, trust_remote_code, local_only=True)

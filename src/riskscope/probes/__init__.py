@@ -15,13 +15,14 @@ from ._evaluate import evaluate_layers
 from ._folds import NestedFolds, group_folds, nested_folds, shuffle_labels
 from ._lexical import lexical_baseline
 from ._logistic import LogisticProbe
-from ._metrics import pair_accuracy
+from ._bundle import Probe
+from ._metrics import auc_ci, auc_rows, auc_weighted, bootstrap_counts, macro_f1_weighted, pair_accuracy
 from ._results import CategoryLayerResult, LayerResult, LexicalResult, ProbeEvaluation, SeverityLayerResult
 from ._solver import BatchFit, fit_many
 
 __all__ = [
     "DEFAULT_CS", "BatchFit", "CVScores", "CategoryLayerResult", "LayerResult", "LexicalResult", "LogisticProbe",
-    "NestedFolds", "ProbeConfig", "ProbeError", "ProbeEvaluation", "SeverityLayerResult", "cross_val_scores",
+    "NestedFolds", "Probe", "ProbeConfig", "ProbeError", "ProbeEvaluation", "SeverityLayerResult", "cross_val_scores",
     "evaluate_layers", "fit_many", "group_folds", "lexical_baseline", "nested_folds", "pair_accuracy",
-    "shuffle_labels",
+    "shuffle_labels", "auc_ci", "auc_rows", "auc_weighted", "bootstrap_counts", "macro_f1_weighted",
 ]

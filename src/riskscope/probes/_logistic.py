@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def validate_data(estimator, X, y="no_validation", reset=True, **kw):
         return estimator._validate_data(X, y, reset=reset, **kw)
 
-from .._files import save_safetensors
+from .._io import save_safetensors
 from ._config import ProbeError
 from ._solver import fit_many
 

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._io import json_float
 from ._config import ProbeConfig
 
 
-def _f(x: float) -> float | None:
-    """JSON-safe float: NaN and infinities become None."""
-    x = float(x)
-    return x if math.isfinite(x) else None
+
+
+def _jf(x) -> float | None:
+    return json_float(x, None)  # metrics.json keeps full precision
 
 
 def _fl(a: np.ndarray | tuple | list) -> list[float | None]:
-    return [_f(v) for v in np.asarray(a, dtype=np.float64).ravel()]
+    return [_jf(v) for v in np.asarray(a, dtype=np.float64).ravel()]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,9 +64,9 @@ class LayerResult:
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """JSON-ready dict; ``arrays`` adds the ROC curve and out-of-fold scores."""
         d: dict[str, Any] = {
-            "hook": self.hook, "layer": int(self.layer), "auc": _f(self.auc), "auc_ci": _fl(self.auc_ci),
-            "f1": _f(self.f1), "accuracy": _f(self.accuracy), "pair_accuracy": _f(self.pair_accuracy),
-            "shuffled_auc": _f(self.shuffled_auc), "shuffled_pair_accuracy": _f(self.shuffled_pair_accuracy),
+            "hook": self.hook, "layer": int(self.layer), "auc": _jf(self.auc), "auc_ci": _fl(self.auc_ci),
+            "f1": _jf(self.f1), "accuracy": _jf(self.accuracy), "pair_accuracy": _jf(self.pair_accuracy),
+            "shuffled_auc": _jf(self.shuffled_auc), "shuffled_pair_accuracy": _jf(self.shuffled_pair_accuracy),
             "fold_auc": _fl(self.fold_auc), "C_per_fold": _fl(self.C_per_fold),
         }
         if arrays:
@@ -113,9 +113,9 @@ class CategoryLayerResult:
         """JSON-ready dict; ``arrays`` adds the out-of-fold probabilities."""
         d: dict[str, Any] = {
             "hook": self.hook, "layer": int(self.layer), "classes": list(self.classes),
-            "accuracy": _f(self.accuracy), "macro_f1": _f(self.macro_f1), "macro_f1_ci": _fl(self.macro_f1_ci),
-            "auc": _f(self.auc), "per_class_auc": {k: _f(v) for k, v in self.per_class_auc.items()},
-            "shuffled_macro_f1": _f(self.shuffled_macro_f1), "shuffled_auc": _f(self.shuffled_auc),
+            "accuracy": _jf(self.accuracy), "macro_f1": _jf(self.macro_f1), "macro_f1_ci": _fl(self.macro_f1_ci),
+            "auc": _jf(self.auc), "per_class_auc": {k: _jf(v) for k, v in self.per_class_auc.items()},
+            "shuffled_macro_f1": _jf(self.shuffled_macro_f1), "shuffled_auc": _jf(self.shuffled_auc),
             "C_per_fold": _fl(self.C_per_fold),
         }
         if arrays:
@@ -150,8 +150,8 @@ class SeverityLayerResult:
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """JSON-ready dict; ``arrays`` adds the out-of-fold predictions."""
         d: dict[str, Any] = {
-            "hook": self.hook, "layer": int(self.layer), "spearman": _f(self.spearman),
-            "spearman_ci": _fl(self.spearman_ci), "shuffled_spearman": _f(self.shuffled_spearman),
+            "hook": self.hook, "layer": int(self.layer), "spearman": _jf(self.spearman),
+            "spearman_ci": _fl(self.spearman_ci), "shuffled_spearman": _jf(self.shuffled_spearman),
             "alpha_per_fold": _fl(self.alpha_per_fold),
         }
         if arrays:
@@ -177,7 +177,7 @@ class LexicalResult:
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """JSON-ready dict; ``arrays`` adds the out-of-fold scores."""
         d: dict[str, Any] = {
-            "auc": _f(self.auc), "pair_accuracy": _f(self.pair_accuracy), "accuracy": _f(self.accuracy),
+            "auc": _jf(self.auc), "pair_accuracy": _jf(self.pair_accuracy), "accuracy": _jf(self.accuracy),
             "C_per_fold": _fl(self.C_per_fold),
         }
         if arrays:

@@ -102,7 +102,6 @@ def _cg(V: View, pre: Precond, gw, gb, curv, p, gnorm, max_cg: int):
     Stops a problem when its preconditioned residual has fallen by the forcing
     factor ``eta = clip(sqrt(|g|), 1e-3, 0.5)`` in every layer.
     """
-    L = gw.shape[0]
     dw_out, db_out = torch.zeros_like(gw), torch.zeros_like(gb)
     c = V.mean_curvature(curv).clamp_min(1e-8)
     rw, rb = -gw, -gb

@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from ..errors import RiskscopeError
 from . import _analysis as A
 from . import _fragments as ah
-from ._html import Raw, note, section
+from ._html import Raw, section
 from ._run import Run, _read_json
 
 FILES = (("ask", "Asking the model directly", "ask.json"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import iter_jsonl
+from .._io import iter_jsonl
 from ..errors import RiskscopeError
 from ..hooks import HOOKS
 

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .._files import iter_jsonl
+from .._io import iter_jsonl
 from ..errors import DatasetError
 
 _LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "risky": 1, "benign": 0, "high": 1, "low": 0}
@@ -116,7 +116,7 @@ def list_builtins() -> dict[str, str]:
 def load_dataset(spec: str = DEFAULT_DATASET) -> Dataset:
     """A built-in by name, or a ``.jsonl``/``.csv`` file path; raises :class:`DatasetError`."""
     if spec in BUILTINS:
-        ref = resources.files(__package__).joinpath("data", BUILTINS[spec][0])
+        ref = resources.files(__package__).joinpath("builtin", BUILTINS[spec][0])
         return _parse(ref.read_bytes(), f"<builtin {spec}>", ".jsonl", spec)
     path = Path(spec).expanduser()
     if not path.is_file():

@@ -26,14 +26,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .ask import DEFAULT_TEMPLATES, AskEvaluation, AskTemplate, ask_baseline
-from .caution import CautionDemo, caution_demo, save_risk_vector
-from .effects import PointProbe, fit_point_probe
-from .models import LoadedModel
-from .clamping import EffectsConfig, NeuronEffects, check_store_model, neuron_effects, validation_rows
-from .neurons import NeuronRanking, atomic_json, rank_neurons
-from .steering import SteeringVector
-from .trace import TokenTraces, pick_trace_texts, token_traces
+from ..scorers import DEFAULT_TEMPLATES, AskEvaluation, AskTemplate, ask_baseline
+from ..steering import CautionDemo, caution_demo, save_risk_vector
+from ..effects import PointProbe, fit_point_probe
+from ..models import LoadedModel
+from ..neurons import EffectsConfig, NeuronEffects, check_store_model, neuron_effects, validation_rows
+from .._io import atomic_json
+from ..neurons import NeuronRanking, rank_neurons
+from ..steering import SteeringVector
+from ..scorers import TokenTraces, pick_trace_texts, token_traces
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _probe(run: Path, store, probe: Any, metrics: dict | None) -> PointProbe:
     if probe is not None:
         return PointProbe.of(probe)
     try:
-        from .scoring import Probe  # the run pipeline's probe bundle
+        from ..probes import Probe  # the run pipeline's probe bundle
 
         if (run / "probe").is_dir():
             return PointProbe.of(Probe.load(run / "probe"))
@@ -108,7 +109,7 @@ def _probe(run: Path, store, probe: Any, metrics: dict | None) -> PointProbe:
 def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfig) -> tuple[AskEvaluation, list]:
     """The ask baseline on all rows or on ``ask_pairs`` whole pairs, with the probes' fold of each row;
     also returns the ids of the rows scored (the report compares the probe on the same rows)."""
-    from .probes import group_folds
+    from ..probes import group_folds
 
     groups = np.asarray([g if g is not None else f"row{i}" for i, g in enumerate(store.pair_ids)])
     fold = np.asarray(folds) if folds is not None else group_folds(groups, config.folds, config.seed)
@@ -145,7 +146,7 @@ def run_analyses(
         config: which parts run, and their sizes.
         progress: called with a short line before each part.
     """
-    from .store import Store
+    from ..data import Store
 
     run = Path(run_dir)
     store = store if store is not None else Store.open(run / "store")

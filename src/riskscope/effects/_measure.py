@@ -27,10 +27,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import RiskscopeError
-from . import hooks as _hooks
-from .hooks import HookPoint, Op, capture, intervene, pad_batch, run_batch, tokenize
-from .models import LoadedModel
+from .._io import json_float
+from ..errors import RiskscopeError
+from ..hooks import HookPoint, Op, batch_mask, capture, intervene, pad_batch, run_batch, tokenize
+from ..models import LoadedModel
 
 RISK_WORDS: tuple[str, ...] = (
     " risk", " risks", " risky", " attack", " attacks", " attacker", " security", " secure", " breach", " threat",
@@ -126,7 +126,7 @@ class PointProbe:
 
 def fit_point_probe(store, hook: str, layer: int, C: float = 0.01) -> PointProbe:
     """Fit a :class:`~riskscope.probes.LogisticProbe` on all rows of one store point."""
-    from .probes import LogisticProbe
+    from ..probes import LogisticProbe
 
     X = store.read(HookPoint(hook, layer))
     est = LogisticProbe(C=C).fit(X, store.labels)
@@ -137,9 +137,6 @@ def fit_point_probe(store, hook: str, layer: int, C: float = 0.01) -> PointProbe
 # --- results ------------------------------------------------------------------------------------
 
 
-def _f(x: float) -> float | None:
-    x = float(x)
-    return round(x, 6) if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,7 @@ class TokenShift:
     """Texts in which the change has this sign (the effect holds)."""
 
     def to_dict(self) -> dict:
-        return {"token": self.token, "id": self.token_id, "mean_dlogp": _f(self.mean_dlogp), "n_texts": self.n_texts}
+        return {"token": self.token, "id": self.token_id, "mean_dlogp": json_float(self.mean_dlogp), "n_texts": self.n_texts}
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,14 +199,14 @@ class InterventionEffect:
 
     def to_dict(self) -> dict:
         def sem(a):
-            return _f(np.std(a, ddof=1) / math.sqrt(len(a))) if len(a) > 1 else None
+            return json_float(np.std(a, ddof=1) / math.sqrt(len(a))) if len(a) > 1 else None
 
         return {
             "name": self.name, "n_texts": self.n_texts,
-            "kl": _f(self.kl), "kl_sem": sem(self.kl_N),
-            "risk_dlogp": _f(self.risk_dlogp), "risk_dlogp_sem": sem(self.risk_dlogp_N),
-            "risk_dlogodds": _f(self.risk_dlogodds),
-            "probe_delta": {k: _f(np.mean(v)) for k, v in self.probe_delta.items()},
+            "kl": json_float(self.kl), "kl_sem": sem(self.kl_N),
+            "risk_dlogp": json_float(self.risk_dlogp), "risk_dlogp_sem": sem(self.risk_dlogp_N),
+            "risk_dlogodds": json_float(self.risk_dlogodds),
+            "probe_delta": {k: json_float(np.mean(v)) for k, v in self.probe_delta.items()},
             "boosts": [t.to_dict() for t in self.boosts],
             "suppresses": [t.to_dict() for t in self.suppresses],
         }
@@ -274,16 +271,6 @@ class _Accumulator:
         return InterventionEffect(name, n, boosts, sup, self.kl_N, self.risk_N, dict(self.probe), self.odds_N)
 
 
-@contextlib.contextmanager
-def _batch_mask(mask):
-    """Make ``mask`` the batch mask that position-aware hooks read (as :func:`run_batch` does)."""
-    _hooks._CURRENT.append(_hooks._Batch(mask=mask))
-    try:
-        yield
-    finally:
-        _hooks._CURRENT.pop()
-
-
 def _op_layers(lm: LoadedModel, ops: Sequence[Op]) -> list[int]:
     return [lm.layout.layer_index(op.point.layer) for op in ops]
 
@@ -336,7 +323,7 @@ class _Batch:
     def _replay(self, ops: Sequence[Op], start: int):
         lay = self.lm.layout
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_batch_mask(self.mask))
+            stack.enter_context(batch_mask(self.mask))
             stack.enter_context(intervene(self.lm, ops))
             grabs = self._captures(stack, start)
             args, kwargs = self.calls[start]

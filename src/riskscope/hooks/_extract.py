@@ -11,8 +11,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .hooks import HookPoint, capture, pad_batch, run_batch, tokenize
-from .models import LoadedModel
+from ..models import LoadedModel
+from ._batch import pad_batch, tokenize
+from ._capture import capture, run_batch
+from ._points import HookPoint
 
 
 def iter_captures(lm: LoadedModel, ids: Sequence[Sequence[int]], rows: Sequence[int], points: Sequence[HookPoint],

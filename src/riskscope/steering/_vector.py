@@ -22,10 +22,10 @@ from typing import Mapping
 
 import torch
 from safetensors import safe_open
-from ._files import save_safetensors
+from .._io import save_safetensors
 
-from .errors import RiskscopeError
-from .hooks import HOOKS, Add, HookPoint, Positions
+from ..errors import RiskscopeError
+from ..hooks import HOOKS, Add, HookPoint, Positions
 
 FORMAT = "riskscope-steering/1"
 

@@ -20,12 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import ModelError, RiskscopeError
-from .extract import capture_texts
-from .hooks import HookPoint
-from .models import LoadedModel, load_model
-from .probes import LogisticProbe
+from .._version import __version__
+from ..errors import ModelError, RiskscopeError
+from ..hooks import capture_texts
+from ..hooks import HookPoint
+from ..models import LoadedModel, load_model
+from ._logistic import LogisticProbe
 
 FORMAT = "riskscope-probe/1"
 

@@ -21,12 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import hooks as _hooks
-from .effects import PointProbe, token_text
-from .errors import RiskscopeError
-from .hooks import capture, pad_batch, run_batch, tokenize
-from .models import LoadedModel
-from .neurons import atomic_json
+from ..effects import PointProbe, token_text
+from .._io import atomic_json
+from ..errors import RiskscopeError
+from ..hooks import StopForward, capture, on_activation, pad_batch, run_batch, tokenize
+from ..models import LoadedModel
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,11 +79,10 @@ def _grad_x_input(lm: LoadedModel, probe: PointProbe, ids: list[list[int]]) -> l
 
     def record(x):
         got.append(x)
-        raise _hooks._Stop  # nothing after the probe's point is needed (run_batch catches this)
+        raise StopForward  # nothing after the probe's point is needed (run_batch catches this)
 
-    with torch.enable_grad(), _hooks._scoped() as handles:
+    with torch.enable_grad(), on_activation(lm, point, record):
         emb = lm.layout.embed(input_ids).detach().float().requires_grad_(True)
-        _hooks._register(lm, point, record, handles)
         run_batch(lm, None, mask, inputs_embeds=emb.to(lm.model.dtype))
         if not got:
             raise RiskscopeError(f"the forward never reached {point}")

@@ -16,7 +16,6 @@ zero-shot accuracy uses threshold 0 ("high" more likely than "low").
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import RiskscopeError
-from .hooks import pad_batch, run_batch
-from .models import LoadedModel
-from .neurons import atomic_json
+from .._io import atomic_json, json_float
+from ..errors import RiskscopeError
+from ..hooks import pad_batch, run_batch
+from ..models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -129,9 +128,6 @@ def ask_scores(lm: LoadedModel, texts: Sequence[str], template: AskTemplate, *, 
     return out
 
 
-def _f(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,13 +164,13 @@ class AskResult:
     def to_dict(self, arrays: bool = False) -> dict:
         d = {"hook": "ask", "layer": None, "name": self.name, "n_texts": int(len(self.scores)),
              "template": asdict(self.template),
-             "answer_tokens": self.answer_tokens, "auc": _f(self.auc), "auc_ci": [_f(x) for x in self.auc_ci],
-             "f1": _f(self.f1), "accuracy": _f(self.accuracy), "pair_accuracy": _f(self.pair_accuracy),
-             "zero_shot_accuracy": _f(self.zero_shot_accuracy), "zero_shot_f1": _f(self.zero_shot_f1),
-             "shuffled_auc": _f(self.shuffled_auc), "fold_auc": [_f(x) for x in self.fold_auc]}
+             "answer_tokens": self.answer_tokens, "auc": json_float(self.auc), "auc_ci": [json_float(x) for x in self.auc_ci],
+             "f1": json_float(self.f1), "accuracy": json_float(self.accuracy), "pair_accuracy": json_float(self.pair_accuracy),
+             "zero_shot_accuracy": json_float(self.zero_shot_accuracy), "zero_shot_f1": json_float(self.zero_shot_f1),
+             "shuffled_auc": json_float(self.shuffled_auc), "fold_auc": [json_float(x) for x in self.fold_auc]}
         if arrays:
-            d["scores"] = [_f(x) for x in self.scores]
-            d["oof_scores"] = [_f(x) for x in self.oof_scores]
+            d["scores"] = [json_float(x) for x in self.scores]
+            d["oof_scores"] = [json_float(x) for x in self.oof_scores]
         return d
 
 
@@ -200,8 +196,8 @@ def _evaluate(template: AskTemplate, answer_tokens: dict, s: np.ndarray, y: np.n
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-    from .probes import pair_accuracy, shuffle_labels
-    from .probes._metrics import auc_ci
+    from ..probes import pair_accuracy, shuffle_labels
+    from ..probes import auc_ci
 
     oof = np.zeros(len(s))
     for f in np.unique(fold):
@@ -248,7 +244,7 @@ def ask_baseline(
         batch_size: prompts per forward.
         progress: called with the number of prompts just scored.
     """
-    from .probes import group_folds
+    from ..probes import group_folds
 
     t0 = time.perf_counter()
     y = np.asarray(labels).astype(int)

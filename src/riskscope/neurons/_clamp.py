@@ -19,12 +19,13 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from .effects import InterventionEffect, PointProbe, run_effects
-from .errors import RiskscopeError
-from .hooks import Clamp, HookPoint
-from .models import LoadedModel
-from .neurons import (
-    HOOK, LogitAttribution, NeuronRanking, NeuronStat, _f, atomic_json, check_neurons, direct_logit_attribution,
+from .._io import atomic_json, json_float
+from ..effects import InterventionEffect, PointProbe, run_effects
+from ..errors import RiskscopeError
+from ..hooks import Clamp, HookPoint
+from ..models import LoadedModel
+from ._rank import (
+    HOOK, LogitAttribution, NeuronRanking, NeuronStat, check_neurons, direct_logit_attribution,
 )
 
 
@@ -92,8 +93,8 @@ class ClampResult:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "layer": self.layer, "neurons": list(self.neurons),
-                "values": [_f(v) for v in self.values], "effect": self.effect.to_dict(),
-                "control_neurons": list(self.control_neurons), "control_values": [_f(v) for v in self.control_values],
+                "values": [json_float(v) for v in self.values], "effect": self.effect.to_dict(),
+                "control_neurons": list(self.control_neurons), "control_values": [json_float(v) for v in self.control_values],
                 "control": self.control.to_dict()}
 
 
@@ -118,7 +119,7 @@ class NeuronEffects:
         for kind, rows in (("singles", self.singles), ("groups", self.groups)):
             if rows:
                 def mean(get):
-                    return _f(np.mean([get(r) for r in rows]))
+                    return json_float(np.mean([get(r) for r in rows]))
                 out[kind] = {
                     "n": len(rows),
                     "kl": mean(lambda r: r.effect.kl), "kl_control": mean(lambda r: r.control.kl),

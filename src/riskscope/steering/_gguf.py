@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import RiskscopeError
-from .steering import SteeringVector
+from ..errors import RiskscopeError
+from ._vector import SteeringVector
 
 ARCH = "controlvector"
 RISKSCOPE_KEY = f"{ARCH}.riskscope"

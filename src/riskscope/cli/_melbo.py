@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ._files import iter_jsonl
-from .errors import RiskscopeError
+from .._io import iter_jsonl
+from ..errors import RiskscopeError
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -51,7 +51,7 @@ def _grid(text: Optional[str]) -> dict:
 
 def register(app: typer.Typer) -> None:
     """Add the ``melbo`` command to ``app`` (call after cli.py defines its shared options)."""
-    from . import cli as c
+    from . import _app as c
 
     @app.command()
     def melbo(
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = c.JsonOpt,
     ) -> None:
         """Learn unsupervised steering vectors (MELBO) that elicit latent behaviours, and judge them."""
-        from .melbo import EvalConfig, MelboConfig, run_melbo
+        from ..melbo import EvalConfig, MelboConfig, run_melbo
 
         train_prompts = list(prompt or []) + (read_prompts(prompts) if prompts else [])
         held_out = list(eval_prompt or []) + (read_prompts(eval_prompts) if eval_prompts else [])

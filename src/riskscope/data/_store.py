@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -32,13 +31,13 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from . import __version__
-from ._files import save_safetensors
-from .datasets import Dataset
-from .errors import StoreError
-from .extract import iter_captures
-from .hooks import HookPoint, tokenize
-from .models import LoadedModel
+from .._version import __version__
+from .._io import atomic_text, save_safetensors
+from ._datasets import Dataset
+from ..errors import StoreError
+from ..hooks import iter_captures
+from ..hooks import HookPoint, tokenize
+from ..models import LoadedModel
 
 FORMAT = "riskscope-store/1"
 StoreDType = Literal["float32", "float16", "bfloat16"]
@@ -86,13 +85,6 @@ class CacheStats:
     extra: dict = field(default_factory=dict)
 
 
-def _atomic_write(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fingerprint(lm: LoadedModel, data: Dataset, cfg: CacheConfig, points: Sequence[HookPoint]) -> dict:
@@ -213,7 +205,8 @@ def cache_activations(
     if old is None:
         (root / "chunks").mkdir(parents=True, exist_ok=True)
         rows = [{"index": i, **asdict(r), "n_tokens": int(lengths[i])} for i, r in enumerate(data.rows)]
-        _atomic_write(root / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_text(root / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    fsync=True)
         manifest = {
             "format": FORMAT,
             "fingerprint": fp_hash,
@@ -229,7 +222,7 @@ def cache_activations(
             "n_chunks": n_chunks,
             "complete": False,
         }
-        _atomic_write(manifest_path, json.dumps(manifest, indent=1))
+        atomic_text(manifest_path, json.dumps(manifest, indent=1), fsync=True)
     else:
         manifest = old
     for stale in (root / "chunks").glob(".*.tmp"):
@@ -277,7 +270,7 @@ def cache_activations(
         if stats.chunks_written:
             manifest["stats"] = {"tokens": real, "padded_fraction": round(stats.padded_fraction, 4),
                                  "seconds_last_run": round(stats.seconds, 2)}
-        _atomic_write(manifest_path, json.dumps(manifest, indent=1))
+        atomic_text(manifest_path, json.dumps(manifest, indent=1), fsync=True)
     return stats
 
 

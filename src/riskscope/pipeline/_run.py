@@ -18,7 +18,6 @@ Run folder::
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,12 +25,12 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from . import __version__
-from ._files import iter_jsonl
-from .errors import RiskscopeError, StoreError
-from .probes import LogisticProbe, ProbeConfig, evaluate_layers
-from .scoring import Probe
-from .store import Store
+from .._version import __version__
+from .._io import atomic_text, iter_jsonl
+from ..errors import RiskscopeError, StoreError
+from ..probes import LogisticProbe, ProbeConfig, evaluate_layers
+from ..probes import Probe
+from ..data import Store
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,6 @@ class ProbeRunConfig:
                            n_bootstrap=self.n_bootstrap, seed=self.seed)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _store_path(path: Path) -> Path:
@@ -146,8 +141,8 @@ def probe_run(path: str | Path, out: str | Path | None, cfg: ProbeRunConfig,
                        meta={"dataset": store.manifest["dataset"], "C": C, "cv": best.to_dict(),
                              "store": str(store.root)})
         bundle.save(out / "probe")
-        _atomic_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
-    _atomic_text(out / "metrics.json", json.dumps(metrics, indent=1))
+        atomic_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    atomic_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -219,7 +214,7 @@ def analyze_run(lm, run: str | Path, analyses: Sequence[str] = ANALYSES, progres
     ``analyses`` names the parts (:data:`ANALYSES`); ``config`` overrides other
     :class:`~riskscope.analyses.AnalysisConfig` fields (e.g. ``ask_pairs=None``).
     """
-    from .analyses import AnalysisConfig, run_analyses
+    from ._analyses import AnalysisConfig, run_analyses
 
     run = Path(run)
     unknown = [a for a in analyses if a not in ANALYSES]
@@ -242,7 +237,7 @@ def write_run_manifest(run: Path, lm, data, cfg: RunConfig) -> None:
     run.mkdir(parents=True, exist_ok=True)
     manifest = {"riskscope_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "model": lm.describe(), "dataset": data.summary(), "config": asdict(cfg), "store": "store"}
-    _atomic_text(run / "manifest.json", json.dumps(manifest, indent=1, default=str))
+    atomic_text(run / "manifest.json", json.dumps(manifest, indent=1, default=str))
 
 
 __all__ = ["ANALYSES", "ProbeRunConfig", "RunConfig", "analyze_run", "parse_skip", "probe_run", "run_folds",

@@ -21,36 +21,24 @@ down-projection):
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .effects import LinearReadout, PointProbe, token_text
-from .errors import RiskscopeError, StoreError
-from .hooks import HookPoint
-from .models import LoadedModel
+from .._io import atomic_json, json_float
+from ..effects import LinearReadout, PointProbe, token_text
+from ..errors import RiskscopeError, StoreError
+from ..hooks import HookPoint
+from ..models import LoadedModel
 
 HOOK = "mlp_neurons"
 
 
-def _f(x) -> float | None:
-    x = float(x)
-    return round(x, 6) if np.isfinite(x) else None
 
 
-def atomic_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 # --- ranking from the store ---------------------------------------------------------------------
@@ -78,7 +66,7 @@ class NeuronStat:
         return f"L{self.layer}.N{self.neuron}"
 
     def to_dict(self) -> dict:
-        return {"label": self.label, **{k: (_f(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}}
+        return {"label": self.label, **{k: (json_float(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,8 +133,8 @@ class NeuronRanking:
             "hook": HOOK, "by": self.by, "C": self.C, "layers": list(self.layers),
             "top": {str(k): [s.to_dict() for s in v] for k, v in self.top.items()},
             "heatmap": {"layers": list(self.layers), "neurons": self.heat_neurons_LK.tolist(),
-                        "mean_diff": [[_f(x) for x in row] for row in self.heat_diff_LK],
-                        "effect_size": [[_f(x) for x in row] for row in self.heat_d_LK]},
+                        "mean_diff": [[json_float(x) for x in row] for row in self.heat_diff_LK],
+                        "effect_size": [[json_float(x) for x in row] for row in self.heat_d_LK]},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -187,7 +175,7 @@ def rank_neurons(
         heat_k: neurons per layer in the heatmap (ordered by ``|d|``).
         max_memory_gb: layers are read and fitted in chunks that fit this budget.
     """
-    from .probes import fit_many
+    from ..probes import fit_many
 
     if by not in ("weight", "effect"):
         raise RiskscopeError(f"by must be 'weight' or 'effect', got {by!r}")
@@ -246,7 +234,7 @@ class LogitAttribution:
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "neuron": self.neuron, "sign": self.sign,
-                "boosts": [[t, _f(v)] for t, v in self.boosts], "suppresses": [[t, _f(v)] for t, v in self.suppresses]}
+                "boosts": [[t, json_float(v)] for t, v in self.boosts], "suppresses": [[t, json_float(v)] for t, v in self.suppresses]}
 
 
 def check_neurons(lm: LoadedModel, layer: int, neurons: Sequence[int]) -> int:
@@ -289,20 +277,7 @@ def direct_logit_attribution(lm: LoadedModel, layer: int, neurons: Sequence[int]
     return tuple(out)
 
 
-# The clamping half lives in riskscope.clamping; these names are re-exported lazily (no import cycle).
-_CLAMPING = ("ClampResult", "EffectsConfig", "NeuronEffects", "check_store_model", "neuron_effects", "validation_rows")
-
-
-def __getattr__(name: str):
-    if name in _CLAMPING:
-        from . import clamping
-
-        return getattr(clamping, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
-    "ClampResult", "EffectsConfig", "LogitAttribution", "NeuronEffects", "NeuronRanking", "NeuronStat",
-    "atomic_json", "check_neurons", "check_store_model", "direct_logit_attribution", "neuron_effects",
-    "rank_neurons", "validation_rows",
+    "LogitAttribution", "NeuronRanking", "NeuronStat", "check_neurons", "direct_logit_attribution",
+    "rank_neurons",
 ]

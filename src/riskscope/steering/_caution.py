@@ -23,12 +23,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .effects import RISK_WORDS, PointProbe, run_effects
-from .errors import RiskscopeError
-from .hooks import Add, HookPoint, Positions, intervene, pad_batch
-from .models import LoadedModel
-from .neurons import atomic_json
-from .steering import SteeringVector
+from .._io import atomic_json, json_float
+from ..effects import RISK_WORDS, PointProbe, run_effects
+from ..errors import RiskscopeError
+from ..hooks import Add, HookPoint, Positions, intervene, pad_batch
+from ..models import LoadedModel
+from ._vector import SteeringVector
 
 NEUTRAL_PROMPTS: tuple[str, ...] = (
     "I just bought a new laptop for my home office. The first thing I should think about is",
@@ -117,7 +117,7 @@ def save_risk_vector(store, run_dir: str | Path, *, hook: str = "resid_post", na
 
     Returns the paths written. The GGUF leaves out layer 0 (llama.cpp cannot steer block 0's output).
     """
-    from .control_vectors import export_control_vector
+    from ._gguf import export_control_vector
 
     vec = diff_of_means_vector(store, hook)
     out = Path(run_dir) / "vectors"
@@ -226,9 +226,6 @@ def steer_compare(lm: LoadedModel, prompts: Sequence[str], vector: SteeringVecto
 # --- the caution demo ------------------------------------------------------------------------------
 
 
-def _f(x) -> float | None:
-    x = float(x)
-    return round(x, 5) if np.isfinite(x) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,7 +255,7 @@ class CautionDemo:
     def to_dict(self) -> dict:
         return {"layers": list(self.layers), "hook": self.hook, "scale": self.scale, "norms": self.norms,
                 "probe": self.probe, "n_prompts": len(self.prompts), "steered": self.steered,
-                "random": self.random, "baseline": self.baseline, "wins": _f(self.wins),
+                "random": self.random, "baseline": self.baseline, "wins": json_float(self.wins),
                 "samples": list(self.samples), "seconds": round(self.seconds, 2)}
 
     def save(self, path: str | Path) -> Path:
@@ -267,8 +264,8 @@ class CautionDemo:
 
 def _mention_stats(texts: Sequence[str]) -> dict:
     counts = [risk_mentions(t) for t in texts]
-    return {"mention_rate": _f(np.mean([c > 0 for c in counts])) if counts else None,
-            "mentions_per_completion": _f(np.mean(counts)) if counts else None}
+    return {"mention_rate": json_float(np.mean([c > 0 for c in counts])) if counts else None,
+            "mentions_per_completion": json_float(np.mean(counts)) if counts else None}
 
 
 def caution_demo(
@@ -320,8 +317,8 @@ def caution_demo(
 
     def summary(name: str) -> dict:
         e = eff[name]
-        return {"risk_dlogp": _f(e.risk_dlogp), "risk_dlogodds": _f(e.risk_dlogodds), "kl": _f(e.kl),
-                "probe_delta": _f(e.probe_mean()) if probes else None, **_mention_stats(comps[name])}
+        return {"risk_dlogp": json_float(e.risk_dlogp), "risk_dlogodds": json_float(e.risk_dlogodds), "kl": json_float(e.kl),
+                "probe_delta": json_float(e.probe_mean()) if probes else None, **_mention_stats(comps[name])}
 
     a, b = eff["steered"], eff["random"]
     odds = a.risk_odds_N is not None and np.isfinite(a.risk_odds_N).all()
@@ -329,7 +326,7 @@ def caution_demo(
     samples = tuple({"prompt": p, "unsteered": a, "steered": b, "random": c}
                     for p, a, b, c in zip(gen_prompts, comps["none"], comps["steered"], comps["random"]))
     return CautionDemo(layers=tuple(vector.layers), hook=vector.hook, scale=float(scale),
-                       norms={str(k): _f(v) for k, v in vector.norms().items()}, prompts=tuple(prompts),
+                       norms={str(k): json_float(v) for k, v in vector.norms().items()}, prompts=tuple(prompts),
                        probe=probes[0].name if probes else None, steered=summary("steered"), random=summary("random"),
                        baseline=_mention_stats(comps["none"]), wins=wins, samples=samples,
                        seconds=time.perf_counter() - t0)
