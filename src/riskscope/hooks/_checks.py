@@ -58,8 +58,8 @@ def check_token_ids(lm, ids: Sequence[Sequence[int]], truncate: bool = False, wh
         if len(row) > limit:
             if not truncate:
                 raise RiskscopeError(f"{what} at index {i} has {len(row)} tokens, more than the model's context of "
-                                     f"{limit}; shorten it, or pass truncate=True (--truncate) to keep its first "
-                                     f"{limit} tokens")
+                                     f"{limit}; shorten it (from Python, truncate=True keeps its first {limit} "
+                                     f"tokens)")
             row = row[:limit]
             cut.append(i)
         out.append(row)
