@@ -23,7 +23,7 @@ from ._train import TrainResult
 
 __all__ = [
     "EvalConfig", "MelboConfig", "MelboResult", "Positions", "SteeredSlice", "SteeringAdapter", "TrainResult",
-    "check_run_dir", "cluster", "encode_prompts", "load_adapters", "load_vectors", "mean_pairwise_distance", "melbo_objective",
-    "minilm_embedder", "ngram_embedder", "objective_direct", "perturb_rows", "run_melbo", "save_run",
+    "check_run_dir", "cluster", "encode_prompts", "load_adapters", "load_vectors", "mean_pairwise_distance",
+    "melbo_objective", "minilm_embedder", "ngram_embedder", "objective_direct", "perturb_rows", "run_melbo", "save_run",
     "train_melbo", "train_reference",
 ]
