@@ -1,5 +1,6 @@
-"""File helpers: atomic writes (text, JSON, safetensors), JSONL reading with line-numbered errors, and the
-one rule for floats in JSON (non-finite -> null, rounded to 6 decimals unless asked otherwise).
+"""File helpers: atomic writes (text, JSON, safetensors), JSONL reading with line-numbered errors, the
+one rule for floats in JSON (non-finite -> null, rounded to 6 decimals unless asked otherwise), and output
+folders: :func:`check_output_dir` before any work, :class:`OutputFiles` with a manifest of what was written.
 
 ``safetensors`` writes through a private temporary file, so what it leaves is mode
 0600 whatever the umask: a run folder shared with a team would be unreadable to
@@ -13,8 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import RiskscopeError
 
@@ -102,3 +104,146 @@ def atomic_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path
 def atomic_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
     """Write ``data`` as JSON (UTF-8, non-ASCII kept) atomically; see :func:`atomic_text`."""
     return atomic_text(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str))
+
+
+# --- output folders: checked before any work, and a manifest of what riskscope wrote ---------------------
+
+MANIFEST = "files.json"
+"""Name of the manifest riskscope writes into an output folder: the files it wrote there."""
+_MANIFEST_FORMAT = "riskscope-files/1"
+_TMP = re.compile(r"^\..+\.\d+\.tmp$")  # a temporary file of an atomic write (left only by a hard kill)
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output folder riskscope could not write, before any work; creates nothing.
+
+    Refused: a path that exists and is not a folder; a folder that is not writable; a path whose
+    nearest existing parent is a file or is not writable. ``flag`` names the option in messages.
+
+    >>> check_output_dir("/tmp/riskscope-doctest/not/yet/there").name
+    'there'
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RiskscopeError(f"{flag} {path} is an existing file, not a folder; choose a folder (new or riskscope's)")
+    base = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not base.is_dir():
+        raise RiskscopeError(f"{flag} {path}: cannot create it, {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RiskscopeError(f"{flag} {path}: {base} is not writable; choose a folder you can write to")
+    return path
+
+
+def read_manifest(folder: str | os.PathLike, name: str = MANIFEST) -> set[str] | None:
+    """The files (paths relative to ``folder``) that riskscope's manifest there lists; None without one."""
+    file = Path(folder) / name
+    if not file.is_file():
+        return None
+    what = "riskscope cannot tell which files it wrote there: move them away or choose another folder"
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RiskscopeError(f"{file}: not a valid manifest ({e}); {what}") from None
+    if not isinstance(data, dict) or data.get("format") != _MANIFEST_FORMAT:
+        raise RiskscopeError(f"{file}: not a riskscope manifest (format {_MANIFEST_FORMAT!r}); {what}")
+    files = data.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) and _safe_relative(f) for f in files):
+        raise RiskscopeError(f"{file}: field 'files' must list relative paths inside the folder; {what}")
+    return set(files)
+
+
+def _safe_relative(rel: str) -> bool:
+    p = Path(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts and rel == p.as_posix()
+
+
+def check_foreign_files(folder: str | os.PathLike, names: Iterable[str], subfolders: Iterable[str] = (),
+                        manifest: str = MANIFEST) -> None:
+    """Refuse, before any work, a folder where riskscope would overwrite or sit beside files it did not write.
+
+    A file is riskscope's when the folder's manifest lists it. Refused: any of ``names`` (paths relative
+    to ``folder``) that exists and is not riskscope's; any file inside ``subfolders`` (riskscope's own
+    folders, e.g. ``vectors``) that is not riskscope's. Other files in ``folder`` are left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    ours = read_manifest(folder, manifest) or set()
+    hint = "move it away or choose another output folder"
+    for rel in names:
+        p = folder / rel
+        if (p.exists() or p.is_symlink()) and rel not in ours:
+            raise RiskscopeError(f"{p} exists and riskscope did not write it (it is not in {folder / manifest}); "
+                                 f"{hint}")
+    for sub in subfolders:
+        d = folder / sub
+        if d.is_symlink() or (d.exists() and not d.is_dir()):
+            raise RiskscopeError(f"{d} is not a folder riskscope made; {hint}")
+        for p in sorted(d.rglob("*")) if d.is_dir() else ():
+            rel = p.relative_to(folder).as_posix()
+            if (p.is_file() or p.is_symlink()) and rel not in ours and not _TMP.match(p.name):
+                raise RiskscopeError(f"{p}: riskscope did not write this file (it is not in {folder / manifest}) "
+                                     f"but it sits in riskscope's {sub}/ folder; {hint}")
+
+
+class OutputFiles:
+    """Write a folder's files, each atomically, and list them in a manifest, so that a re-run into the
+    same folder replaces only riskscope's own previous files and never deletes anything else.
+
+    ``planned`` are the files (relative paths) the caller is about to write; ``subfolders`` are folders
+    that only riskscope writes into. Construction checks the folder (:func:`check_output_dir`,
+    :func:`check_foreign_files`) and records ``previous | planned`` as a pending manifest, so a crash
+    never leaves a file of ours that no manifest lists. Write each file to :meth:`path`; :meth:`finish`
+    writes the final manifest (the files written this time), then removes the previous run's files that
+    were not written again.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> files = OutputFiles(out, ["a.txt"])
+    >>> _ = atomic_text(files.path("a.txt"), "hi")
+    >>> sorted(files.finish())
+    ['a.txt']
+    """
+
+    def __init__(self, folder: str | os.PathLike, planned: Iterable[str], subfolders: Iterable[str] = (),
+                 manifest: str = MANIFEST, flag: str = "--out"):
+        self.folder = check_output_dir(folder, flag)
+        self.manifest = manifest
+        self.planned = set(planned)
+        bad = [r for r in self.planned if not _safe_relative(r) or r == manifest]
+        if bad:
+            raise RiskscopeError(f"cannot write {bad[0]!r} into {self.folder}: not a plain relative path")
+        self.subfolders = tuple(subfolders)
+        check_foreign_files(self.folder, sorted(self.planned), self.subfolders, manifest)
+        self.previous = read_manifest(self.folder, manifest) or set()
+        self.written: set[str] = set()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_manifest(self.previous | self.planned, complete=False)
+
+    def _write_manifest(self, files: set[str], complete: bool) -> None:
+        atomic_json(self.folder / self.manifest, {"format": _MANIFEST_FORMAT, "complete": complete,
+                                                  "files": sorted(files)})
+
+    def path(self, rel: str) -> Path:
+        """Where to write the planned file ``rel`` (its folder is created); it counts as written."""
+        if rel not in self.planned:
+            raise RiskscopeError(f"{rel!r} was not planned for {self.folder}")
+        p = self.folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.written.add(rel)
+        return p
+
+    def finish(self) -> set[str]:
+        """Write the manifest (last), then delete the previous run's files not written again; returns the
+        files written."""
+        written = {r for r in self.written if (self.folder / r).is_file()}
+        self._write_manifest(written, complete=True)
+        for rel in sorted(self.previous - written):
+            p = self.folder / rel
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+        for sub in self.subfolders:  # a folder of ours that the new run left empty
+            d = self.folder / sub
+            if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+                d.rmdir()
+        return written

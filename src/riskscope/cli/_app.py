@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # messages hold [brackets]: riskscope[melbo], lists
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -251,7 +252,7 @@ def score(
     scores = probe_obj.score(items, lm=lm, batch_size=batch_size)
     if input_file is None and output is None:
         for text, s in zip(items, scores):
-            out.print(f"{s:.4f}\t{text}", highlight=False, soft_wrap=True)
+            out.print(f"{s:.4f}\t{escape(text)}", highlight=False, soft_wrap=True)
         return
     lines = "".join(json.dumps({"id": i, "score": round(float(s), 6)}) + "\n" for i, s in zip(ids, scores))
     if output is None:
@@ -381,12 +382,12 @@ def main() -> None:
     except RiskscopeError as e:
         if _STATE["debug"]:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         if _STATE["debug"]:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

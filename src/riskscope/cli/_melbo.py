@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = c.JsonOpt,
     ) -> None:
         """Learn unsupervised steering vectors (MELBO) that elicit latent behaviours, and judge them."""
-        from ..melbo import EvalConfig, MelboConfig, run_melbo
+        from ..melbo import EvalConfig, MelboConfig, check_run_dir, run_melbo
 
         train_prompts = list(prompt or []) + (read_prompts(prompts) if prompts else [])
         held_out = list(eval_prompt or []) + (read_prompts(eval_prompts) if eval_prompts else [])
@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
         ecfg = EvalConfig(max_new_tokens=max_new_tokens, samples=samples, temperature=temperature,
                           n_random=n_random, embedder=embedder, max_clusters=max_clusters,
                           eval_prompts=tuple(held_out))
+        check_run_dir(out_dir)  # an unusable --out fails before the model loads
         lm = c._load(model, dtype, device, trust_remote_code, module_paths)
         cfg.check_model(lm.n_layers, lm.d_model, lm.layout.d_mlp)
         with c._progress() as prog:

@@ -6,7 +6,9 @@
 * :func:`capture` reads activations; :func:`on_activation` attaches any function, scoped;
   :func:`run_batch` runs one padded batch with its mask visible to position-aware hooks
   through a context variable (:func:`batch_mask`), so threads never see each other's batch.
-* :func:`capture_texts` / :func:`iter_captures` capture many texts in length-sorted batches.
+* :func:`capture_texts` / :func:`iter_captures` capture many texts in length-sorted batches;
+  :func:`check_texts` (used by both, and by :func:`run_texts`) refuses empty texts and texts
+  longer than the model's context, or cuts them with ``truncate=True``.
 * :class:`BlockReplay` records what every block received in one forward and re-runs blocks
   ``L..`` on edited inputs (interventions and MELBO use it).
 
@@ -18,13 +20,15 @@ HookPoint(hook='resid_post', layer=-1)
 
 from ._batch import batch_mask, current_mask, pad_batch, position_ids_for, position_index, tokenize
 from ._capture import Captured, StopForward, capture, on_activation, run_batch, run_texts, stop_after
-from ._extract import capture_texts, iter_captures
+from ._checks import CheckedTexts, check_texts, check_token_ids
+from ._extract import CapturedTexts, capture_texts, iter_captures
 from ._ops import Ablate, Add, Clamp, Op, Scale, Set, intervene
 from ._points import HOOKS, HookName, HookPoint, Positions, module_for
 
 __all__ = [
-    "HOOKS", "Ablate", "Add", "Captured", "Clamp", "HookName", "HookPoint", "Op", "Positions", "Scale", "Set",
-    "StopForward", "batch_mask", "capture", "capture_texts", "current_mask", "intervene", "iter_captures",
+    "HOOKS", "Ablate", "Add", "Captured", "CapturedTexts", "CheckedTexts", "Clamp", "HookName", "HookPoint", "Op",
+    "Positions", "Scale", "Set", "StopForward", "batch_mask", "capture", "capture_texts", "check_texts",
+    "check_token_ids", "current_mask", "intervene", "iter_captures",
     "module_for", "on_activation", "pad_batch", "position_ids_for", "position_index", "run_batch", "run_texts",
     "stop_after", "tokenize",
 ]

@@ -8,8 +8,10 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import RiskscopeError
 from ..models import LoadedModel
-from ._batch import batch_mask, current_mask, pad_batch, position_ids_for, position_index, tokenize
+from ._batch import batch_mask, current_mask, pad_batch, position_ids_for, position_index
+from ._checks import check_texts
 from ._points import HOOKS, HookPoint, module_for
 
 
@@ -135,8 +137,11 @@ def run_batch(lm: LoadedModel, input_ids: Tensor, attention_mask: Tensor, **kwar
 
 
 def run_texts(lm: LoadedModel, texts: Sequence[str], side: str = "right", **kwargs):
-    """Tokenise, pad and run ``texts`` as one batch; returns (output, attention_mask)."""
-    ids = tokenize(lm, texts)
+    """Tokenise, pad and run ``texts`` as one batch; returns (output, attention_mask).
+    Texts are checked first (:func:`~riskscope.hooks.check_texts`: none empty, none too long)."""
+    ids = check_texts(lm, texts).ids
+    if not ids:
+        raise RiskscopeError("no texts to run: give at least one text")
     input_ids, mask = pad_batch(ids, lm.tokenizer.pad_token_id, side, lm.device)
     return run_batch(lm, input_ids, mask, **kwargs), mask
 

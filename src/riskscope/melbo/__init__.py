@@ -18,12 +18,12 @@ from ._config import EvalConfig, MelboConfig, Positions
 from ._engine import SteeredSlice, encode_prompts, melbo_objective
 from ._evaluate import cluster, mean_pairwise_distance, minilm_embedder, ngram_embedder
 from ._reference import objective_direct, train_reference
-from ._run import MelboResult, load_adapters, load_vectors, run_melbo, save_run, train_melbo
+from ._run import MelboResult, check_run_dir, load_adapters, load_vectors, run_melbo, save_run, train_melbo
 from ._train import TrainResult
 
 __all__ = [
     "EvalConfig", "MelboConfig", "MelboResult", "Positions", "SteeredSlice", "SteeringAdapter", "TrainResult",
-    "cluster", "encode_prompts", "load_adapters", "load_vectors", "mean_pairwise_distance", "melbo_objective",
-    "minilm_embedder", "ngram_embedder", "objective_direct", "perturb_rows", "run_melbo", "save_run",
+    "check_run_dir", "cluster", "encode_prompts", "load_adapters", "load_vectors", "mean_pairwise_distance",
+    "melbo_objective", "minilm_embedder", "ngram_embedder", "objective_direct", "perturb_rows", "run_melbo", "save_run",
     "train_melbo", "train_reference",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import numbers
 import os
 from dataclasses import dataclass, field, replace
@@ -105,18 +106,38 @@ class SteeringAdapter:
 
     @classmethod
     def load(cls, path: str | Path) -> "SteeringAdapter":
+        """Read an adapter written by :meth:`save`; a missing, damaged or inconsistent file is a
+        :class:`~riskscope.errors.RiskscopeError` naming the file and what is wrong."""
         base = Path(path).with_suffix("")
         st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
         if not st.is_file() or not js.is_file():
             raise RiskscopeError(f"{base}: needs both .safetensors and .json files of a MELBO adapter")
-        info = json.loads(js.read_text())
+        try:
+            info = json.loads(js.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise RiskscopeError(f"{js}: not UTF-8 text (byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise RiskscopeError(f"{js}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(info, dict):
+            raise RiskscopeError(f"{js}: must hold a JSON object, not a {type(info).__name__}")
+        layer, scale = info.get("layer"), info.get("scale", 1.0)
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise RiskscopeError(f"{js}: field 'layer' is missing or not an integer")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise RiskscopeError(f"{js}: field 'scale' must be a finite number, got {scale!r}")
         try:
             with safe_open(str(st), framework="pt") as f:
                 A, B = f.get_tensor("A"), f.get_tensor("B")
         except Exception as e:  # not a safetensors file, or no A/B
-            raise RiskscopeError(f"{st}: not a MELBO adapter ({e})") from None
-        return cls(layer=int(info["layer"]), A=A, B=B, scale=float(info.get("scale", 1.0)),
-                   model=info.get("model"), meta=info.get("meta", {}))
+            msg = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+            raise RiskscopeError(f"{st}: not a MELBO adapter ({msg})") from None
+        if not (bool(torch.isfinite(A).all()) and bool(torch.isfinite(B).all())):
+            raise RiskscopeError(f"{st}: tensors 'A'/'B' hold NaN or infinite values")
+        try:
+            return cls(layer=layer, A=A, B=B, scale=float(scale), model=info.get("model"),
+                       meta=info.get("meta", {}))
+        except RiskscopeError as e:
+            raise RiskscopeError(f"{st}: {e}") from None
 
 
 @contextlib.contextmanager

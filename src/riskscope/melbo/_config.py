@@ -8,6 +8,7 @@ checks that need the model) and raises :class:`~riskscope.errors.RiskscopeError`
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, Union
 
@@ -18,6 +19,32 @@ Embedder = Literal["minilm", "ngram"]
 # The relative radius grid: multiples of the median norm of the residual stream leaving the
 # source layer (over the prompt tokens); SmolLM2's is ~130, so 0.02..0.4 covers 2.6..52.
 RELATIVE_GRID = (0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def _is_real(x) -> bool:
+    """A real number, not a bool (``True`` is an int to Python, never a sensible setting here)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _integer(name: str, value, lo: int | None = None, why: str = "") -> None:
+    """``value`` must be an integer (>= ``lo``)."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or (lo is not None and value < lo):
+        bound = f" >= {lo}" if lo is not None else ""
+        raise RiskscopeError(f"{name} must be an integer{bound}{why}, got {value!r}")
+
+
+def _real(name: str, value, lo: float | None = None, above: float | None = None, hi: float | None = None) -> None:
+    """``value`` must be a finite number, >= ``lo`` / > ``above`` / <= ``hi``."""
+    ok = _is_real(value) and math.isfinite(value)
+    ok = ok and (lo is None or value >= lo) and (above is None or value > above) and (hi is None or value <= hi)
+    if not ok:
+        if lo is not None and hi is not None:
+            want = f"in [{lo:g}, {hi:g}]"
+        elif above is not None:
+            want = f"a finite number > {above:g}"
+        else:
+            want = f"a finite number >= {lo:g}"
+        raise RiskscopeError(f"{name} must be {want}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -142,49 +169,49 @@ class MelboConfig:
     times the grid's last ratio (0.2, 0.4 -> 0.8, 1.6); 0 keeps the grid as given."""
 
     def __post_init__(self) -> None:
-        if self.n_vectors < 1:
-            raise RiskscopeError(f"--vectors must be >= 1, got {self.n_vectors}")
+        _integer("--vectors", self.n_vectors, 1)
         if isinstance(self.radius, str):
             if self.radius != "auto":
                 raise RiskscopeError(f"--radius must be a positive number or 'auto', got {self.radius!r}")
-        elif not (isinstance(self.radius, (int, float)) and math.isfinite(self.radius) and self.radius > 0):
+        elif not (_is_real(self.radius) and math.isfinite(self.radius) and self.radius > 0):
             raise RiskscopeError(f"--radius must be > 0 (or 'auto'), got {self.radius}")
         else:
             object.__setattr__(self, "radius", float(self.radius))
-        if not (math.isfinite(self.p) and 1 <= self.p <= 16):
+        for flag, layer in (("--source", self.source), ("--target", self.target)):
+            if layer is not None:
+                _integer(flag, layer)
+        if not (_is_real(self.p) and math.isfinite(self.p) and 1 <= self.p <= 16):
             raise RiskscopeError(f"--p must be in [1, 16] (the seed uses 2 or 4), got {self.p}")
-        if not (math.isfinite(self.q) and 1 <= self.q <= self.p):
+        if not (_is_real(self.q) and math.isfinite(self.q) and 1 <= self.q <= self.p):
             raise RiskscopeError(f"--q must be in [1, p] = [1, {self.p:g}] (the seed uses 1 or p), got {self.q}")
         if self.orthogonal not in (None, "hard", "soft", "none"):
             raise RiskscopeError(f"--orthogonal must be hard, soft or none, got {self.orthogonal!r}")
-        if self.adapter_rank < 0:
-            raise RiskscopeError(f"--adapter rank must be >= 0, got {self.adapter_rank}")
+        _integer("--adapter rank", self.adapter_rank, 0)
         if self.adapter_rank and self.orthogonal == "hard":
             raise RiskscopeError("--orthogonal hard is defined for steering vectors only; "
                                  "use soft or none with --adapter")
-        if self.soft_weight < 0:
-            raise RiskscopeError(f"soft_weight must be >= 0, got {self.soft_weight}")
-        if self.steps < 1:
-            raise RiskscopeError(f"--steps must be >= 1, got {self.steps}")
-        if not self.lr > 0:
-            raise RiskscopeError(f"--lr must be > 0, got {self.lr}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        _real("soft_weight", self.soft_weight, lo=0)
+        _integer("--steps", self.steps, 1)
+        _real("--lr", self.lr, above=0)
+        if (not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2
+                or not all(_is_real(b) and math.isfinite(b) and 0 <= b < 1 for b in self.betas)):
             raise RiskscopeError(f"betas must be two numbers in [0, 1), got {self.betas}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if self.vector_batch is not None and self.vector_batch < 1:
-            raise RiskscopeError(f"vector_batch must be >= 1, got {self.vector_batch}")
-        if self.token_budget < 1:
-            raise RiskscopeError(f"token_budget must be >= 1, got {self.token_budget}")
-        grid = tuple(float(r) for r in self.radius_grid)
-        if not grid or any(not (math.isfinite(r) and r > 0) for r in grid):
-            raise RiskscopeError(f"--radius-grid needs positive numbers, got {self.radius_grid}")
-        object.__setattr__(self, "radius_grid", tuple(sorted(set(grid))))
-        if self.sweep_vectors < 2:
-            raise RiskscopeError(f"sweep_vectors must be >= 2 (diversity needs pairs), got {self.sweep_vectors}")
-        if self.grid_extend < 0:
-            raise RiskscopeError(f"--grid-extend must be >= 0, got {self.grid_extend}")
-        if self.sweep_steps is not None and self.sweep_steps < 1:
-            raise RiskscopeError(f"sweep_steps must be >= 1, got {self.sweep_steps}")
+        _integer("--seed", self.seed)
+        if self.vector_batch is not None:
+            _integer("--vector-batch", self.vector_batch, 1)
+        _integer("token_budget", self.token_budget, 1)
+        for name in ("mixed_precision", "share_prefix", "chat", "grid_relative"):
+            if not isinstance(getattr(self, name), bool):
+                raise RiskscopeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        grid = tuple(self.radius_grid) if isinstance(self.radius_grid, (tuple, list)) else ()
+        if not grid or any(not (_is_real(r) and math.isfinite(r) and r > 0) for r in grid):
+            raise RiskscopeError(f"--radius-grid needs positive finite numbers, got {self.radius_grid}")
+        object.__setattr__(self, "radius_grid", tuple(sorted({float(r) for r in grid})))
+        _integer("--sweep-vectors", self.sweep_vectors, 2, why=" (diversity needs pairs)")
+        _integer("--grid-extend", self.grid_extend, 0)
+        if self.sweep_steps is not None:
+            _integer("--sweep-steps", self.sweep_steps, 1)
         Positions.parse(self.positions)  # fail early on a malformed spec
 
     # --- derived -----------------------------------------------------------------------------------
@@ -272,24 +299,17 @@ class EvalConfig:
     """Sequences per generate() call."""
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise RiskscopeError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
-        if self.samples < 0:
-            raise RiskscopeError(f"--samples must be >= 0, got {self.samples}")
-        if not self.temperature > 0:
-            raise RiskscopeError(f"--temperature must be > 0, got {self.temperature}")
-        if self.n_random is not None and self.n_random < 0:
-            raise RiskscopeError(f"n_random must be >= 0, got {self.n_random}")
+        _integer("--max-new-tokens", self.max_new_tokens, 1)
+        _integer("--samples", self.samples, 0)
+        _real("--temperature", self.temperature, above=0)
+        if self.n_random is not None:
+            _integer("--random", self.n_random, 0)
         if self.embedder not in ("minilm", "ngram"):
             raise RiskscopeError(f"--embedder must be minilm or ngram, got {self.embedder!r}")
-        if self.max_clusters < 1:
-            raise RiskscopeError(f"--max-clusters must be >= 1, got {self.max_clusters}")
-        if self.fluency_margin < 0:
-            raise RiskscopeError(f"fluency_margin must be >= 0, got {self.fluency_margin}")
-        if not 0.0 <= self.min_distinct <= 1.0:
-            raise RiskscopeError(f"min_distinct must be in [0, 1], got {self.min_distinct}")
-        if self.generation_batch < 1:
-            raise RiskscopeError(f"generation_batch must be >= 1, got {self.generation_batch}")
+        _integer("--max-clusters", self.max_clusters, 1)
+        _real("fluency_margin", self.fluency_margin, lo=0)
+        _real("min_distinct", self.min_distinct, lo=0, hi=1)
+        _integer("generation_batch", self.generation_batch, 1)
         prompts = tuple(str(p) for p in self.eval_prompts)
         if any(not p.strip() for p in prompts):
             raise RiskscopeError("--eval-prompts contains an empty prompt")

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._version import __version__
-from .._io import atomic_text
+from .._io import OutputFiles, atomic_text, check_foreign_files, check_output_dir
 from ..errors import RiskscopeError
 from ..models import LoadedModel
 from ..steering import SteeringVector
@@ -115,6 +115,7 @@ def train_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = M
 def _train_final(lm, enc, sl, cfg, radius, progress) -> MelboResult:
     radius_V = torch.full((cfg.n_vectors,), radius)
     tr = train(sl, cfg, radius_V, progress=lambda d, t: _note(progress, "training", d, t))
+    _check_trained(tr, radius)
     meta = {"method": "melbo", "source": sl.source, "target": sl.target, "radius": radius, "p": cfg.p,
             "q": cfg.q, "positions": cfg.positions, "orthogonal": cfg.ortho, "prompts": list(enc.texts)}
     res = MelboResult(config=cfg, eval_config=None, model=lm.describe(), prompts=enc, source=sl.source,
@@ -205,6 +206,8 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
     behaviours and, with ``out_dir``, write vectors, completions, metrics and ``report.html`` there.
     ``embed`` overrides ``eval_config.embedder`` (any ``texts -> (N, E)`` function)."""
     t_start = time.perf_counter()
+    if out_dir is not None:
+        check_run_dir(out_dir)  # before any work: an unusable --out fails now, not after training
     cfg, ecfg = config, eval_config
     enc = encode_prompts(lm, prompts, cfg.chat)
     eval_enc = encode_prompts(lm, ecfg.eval_prompts, cfg.chat, "eval prompt") if ecfg.eval_prompts else None
@@ -322,6 +325,7 @@ def _sweep(sl: SteeredSlice, cfg: MelboConfig, judge: _Judge, progress: Progress
         tr = train(sl, sweep_cfg, radius_V, group_V, steps=steps,
                    progress=lambda d, t: _note(progress, "radius sweep", d, t))
         seconds += tr.seconds
+        _check_trained(tr, new, "the radius sweep")
         got, emb, _ = judge.run(_perturbation(tr), tr.n, "sweep", samples=0,
                                 extra=lambda j: {"radius": float(radius_V[j]), "objective": float(tr.objective_V[j])})
         offset = len(curve) * k
@@ -363,33 +367,77 @@ def _cluster_summary(cl, rows: list[dict], greedy: list[int], obj: list[float]) 
 
 
 
+RUN_FOLDERS = ("vectors", "random_vectors", "adapters", "random_adapters")
+"""Folders of a MELBO run folder that only riskscope writes into."""
+RUN_FILES = ("config.json", "completions.jsonl", "metrics.json", "clusters.json", "report.html")
+"""The top-level files :func:`save_run` writes (keep in step with it)."""
+
+
+def check_run_dir(out_dir: str | Path) -> Path:
+    """Refuse, before any training, an output folder :func:`save_run` could not write cleanly: an existing
+    file, an unwritable parent, a previous run's manifest that cannot be read, or files riskscope did not
+    write where it would write (``RUN_FILES``) or inside its own folders (``RUN_FOLDERS``). Creates nothing."""
+    out = check_output_dir(out_dir)
+    check_foreign_files(out, RUN_FILES, RUN_FOLDERS)
+    return out
+
+
+def _check_trained(tr: TrainResult, radius, what: str = "training") -> None:
+    """Refuse vectors (or adapters) that are not finite numbers, and objectives that overflowed."""
+    parts = [tr.theta_VD] if tr.kind == "vector" else [tr.A_VFr, tr.B_VDr]
+    bad = torch.zeros(tr.n, dtype=torch.bool)
+    for t in parts:
+        bad |= ~torch.isfinite(t.detach().float().reshape(tr.n, -1)).all(1).cpu()
+    bad |= ~torch.isfinite(tr.objective_V.detach().float().cpu())
+    if bool(bad.any()):
+        raise RiskscopeError(f"{what} produced NaN or infinite values for {int(bad.sum())} of {tr.n} {tr.kind}s "
+                             f"(R = {radius}); nothing was written: lower --lr, --radius or --p")
+
+
+def _run_files(res: MelboResult) -> list[tuple[str, object]]:
+    """(relative path, value) of every steering vector or adapter file :func:`save_run` writes."""
+    out = []
+    for name, values in (("vectors", res.vectors), ("random_vectors", res.random_vectors),
+                         ("adapters", res.adapters), ("random_adapters", res.random_adapters)):
+        for j, v in enumerate(values):
+            out.append((f"{name}/{name.rstrip('s')}_{j:03d}", v))
+    return out
+
+
 def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | None = None) -> Path:
     """Write config.json, vectors/ (or adapters/), random_*/, completions.jsonl, metrics.json,
-    clusters.json and report.html under ``out_dir`` (each file atomically)."""
+    clusters.json and report.html under ``out_dir`` (each file atomically), then ``files.json``, the
+    list of files written. Re-run into the same folder, it replaces its own previous files only (those
+    the previous ``files.json`` lists) and refuses, before writing anything, a folder holding files it
+    did not write where it writes; non-finite vectors are refused, nothing written."""
     from ._report import render_report
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RiskscopeError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    for j, v in enumerate([*res.vectors, *res.random_vectors]):
+        if not all(bool(torch.isfinite(t).all()) for t in v.vectors.values()):
+            raise RiskscopeError(f"vector {j} holds NaN or infinite values; nothing was written to {out_dir}")
+    for j, a in enumerate([*res.adapters, *res.random_adapters]):
+        if not (bool(torch.isfinite(a.A).all()) and bool(torch.isfinite(a.B).all()) and math.isfinite(a.scale)):
+            raise RiskscopeError(f"adapter {j} holds NaN or infinite values; nothing was written to {out_dir}")
+    values = _run_files(res)
+    planned = [*RUN_FILES, *(f"{base}{ext}" for base, _ in values for ext in (".safetensors", ".json"))]
+    files = OutputFiles(out_dir, planned, RUN_FOLDERS)
+    out = files.folder
     config = {"format": "riskscope-melbo/1", "riskscope": __version__, "melbo": res.config.to_dict(),
               "eval": res.eval_config.to_dict() if res.eval_config else None, "model": res.model,
               "prompts": list(res.prompts.texts), "formatted_prompts": list(res.prompts.formatted),
               "eval_formatted_prompts": list(eval_enc.formatted) if eval_enc else [],
               "source": res.source, "target": res.target, "radius": res.radius,
               "hook": f"mlp_out.{res.source}"}
-    atomic_text(out / "config.json", json.dumps(config, indent=1))
-    for name, values in (("vectors", res.vectors), ("random_vectors", res.random_vectors),
-                         ("adapters", res.adapters), ("random_adapters", res.random_adapters)):
-        for j, v in enumerate(values):
-            v.save(out / name / f"{name.rstrip('s')}_{j:03d}")
-    with open(out / f".completions.jsonl.{os.getpid()}.tmp", "w", encoding="utf-8") as f:
-        for row in res.completions:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(out / f".completions.jsonl.{os.getpid()}.tmp", out / "completions.jsonl")
-    atomic_text(out / "metrics.json", json.dumps(res.metrics, indent=1))
-    atomic_text(out / "clusters.json", json.dumps(res.clusters, indent=1, ensure_ascii=False))
-    atomic_text(out / "report.html", render_report(res))
+    atomic_text(files.path("config.json"), json.dumps(config, indent=1))
+    for base, v in values:
+        files.path(f"{base}.json")
+        v.save(files.path(f"{base}.safetensors"))
+    atomic_text(files.path("completions.jsonl"),
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in res.completions))
+    atomic_text(files.path("metrics.json"), json.dumps(res.metrics, indent=1))
+    atomic_text(files.path("clusters.json"), json.dumps(res.clusters, indent=1, ensure_ascii=False))
+    atomic_text(files.path("report.html"), render_report(res))
+    files.finish()
     return out
 
 
@@ -411,4 +459,5 @@ def load_adapters(out_dir: str | Path, which: str = "adapters") -> list[Steering
     return [SteeringAdapter.load(f) for f in files]
 
 
-__all__ = ["MelboResult", "load_adapters", "load_vectors", "run_melbo", "save_run", "train_melbo"]
+__all__ = ["MelboResult", "RUN_FILES", "RUN_FOLDERS", "check_run_dir", "load_adapters", "load_vectors", "run_melbo",
+           "save_run", "train_melbo"]

@@ -1,8 +1,8 @@
 """Models: loading, named bundled weights, per-family layouts."""
 
-from ._load import LoadedModel, load_model, quiet_transformers
+from ._load import LoadedModel, check_device, check_dtype, load_model, quiet_transformers
 from ._sources import NAMED_MODELS, named_gguf, riskscope_home
 from .adapters import ArchSpec, Layout, resolve_layout
 
-__all__ = ["ArchSpec", "Layout", "LoadedModel", "NAMED_MODELS", "load_model", "named_gguf",
-           "quiet_transformers", "resolve_layout", "riskscope_home"]
+__all__ = ["ArchSpec", "Layout", "LoadedModel", "NAMED_MODELS", "check_device", "check_dtype", "load_model",
+           "named_gguf", "quiet_transformers", "resolve_layout", "riskscope_home"]

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +73,120 @@ class LoadedModel:
                 "n_layers": self.n_layers, "d_model": self.d_model, "d_mlp": self.layout.d_mlp, **self.info}
 
 
+_DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if riskscope can load a model in it, else a :class:`ModelError` listing the choices.
+
+    >>> check_dtype("bfloat16")
+    'bfloat16'
+    """
+    if dtype != "auto" and dtype not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose float32, bfloat16, float16 or auto (--dtype)")
+    return dtype
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps`` or
+    ``auto``), else a :class:`ModelError` saying what to pass instead. Nothing is loaded.
+
+    >>> check_device("cpu")
+    'cpu'
+    """
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ModelError(f"unknown device {device!r}; choose cpu, cuda, cuda:N, mps or auto (--device)")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible to torch")
+            raise ModelError(f"--device {device}: CUDA is not available ({why}; torch {torch.__version__}); "
+                             f"use --device cpu")
+        n = torch.cuda.device_count()
+        if ":" in device and int(device.split(":")[1]) >= n:
+            raise ModelError(f"--device {device}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("--device mps: Apple MPS is not available on this machine; use --device cpu")
+    return device
+
+
 def _torch_dtype(dtype: DType, device: str) -> torch.dtype | str:
-    if dtype == "auto":
+    if check_dtype(dtype) == "auto":
         return torch.float32 if device == "cpu" else torch.bfloat16
-    if dtype not in _DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}; choose float32, bfloat16, float16 or auto")
     return _DTYPES[dtype]
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), at most ``limit`` characters."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "") or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_gguf_header(path: Path) -> None:
+    """A cheap look at the first 24 bytes: empty, not GGUF at all, or cut short inside the header."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(24)
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read the file ({e.strerror})") from None
+    if size == 0:
+        raise ModelError(f"{path} is empty (0 bytes); copy the .gguf file again")
+    if head[:4] != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes); pass a .gguf "
+                         f"model file, or a model folder with config.json")
+    if len(head) < 24:
+        raise ModelError(f"{path} is truncated: {size} bytes, shorter than a GGUF header; copy the file again")
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (1, 2, 3):
+        raise ModelError(f"{path}: GGUF version {version} is not one riskscope can read (1-3); the file may be "
+                         f"damaged; copy it again")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _check_model_dir(path: Path, trust_remote_code: bool) -> None:
+    """What a local model folder needs before transformers reads it: config.json that is a JSON object with
+    a ``model_type`` transformers knows, weight files and tokenizer files."""
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError as e:
+        raise ModelError(f"{path}: cannot list the folder ({e.strerror})") from None
+    if not names:
+        raise ModelError(f"{path}: the model folder is empty; it needs config.json, the weights (*.safetensors) "
+                         f"and the tokenizer files, as save_pretrained writes them (or pass a .gguf file)")
+    cfg_path = path / "config.json"
+    if "config.json" not in names:
+        raise ModelError(f"{cfg_path} is missing; a model folder needs config.json, the weights (*.safetensors) "
+                         f"and the tokenizer files, as save_pretrained writes them")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ModelError(f"{cfg_path}: not UTF-8 text (byte {e.start}); copy the file again") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg}); fix the file or copy it again "
+                         f"from the model's source") from None
+    except OSError as e:
+        raise ModelError(f"{cfg_path}: cannot read the file ({e.strerror})") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{cfg_path}: must hold a JSON object, not a {type(cfg).__name__}")
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ModelError(f"{cfg_path}: field 'model_type' is missing or not a string; it names the architecture "
+                         f"(e.g. \"model_type\": \"llama\"); copy config.json again from the model's source")
+    from transformers import CONFIG_MAPPING, __version__ as tf_version
+
+    if model_type not in CONFIG_MAPPING and not (trust_remote_code and "auto_map" in cfg):
+        hint = ("the folder ships its own code: pass --trust-remote-code if you trust it" if "auto_map" in cfg
+                else "check the spelling, or use a transformers version that knows it")
+        raise ModelError(f"{cfg_path}: field 'model_type' is {model_type!r}, an architecture transformers "
+                         f"{tf_version} does not know; {hint}")
+    if not any(n.endswith((".safetensors", ".bin")) for n in names):
+        raise ModelError(f"{path} holds no weight files (*.safetensors or *.bin); copy the weights into it")
+    if not names.intersection(_TOKENIZER_FILES):
+        raise ModelError(f"{path} has no tokenizer files ({' or '.join(_TOKENIZER_FILES[:2])}); copy them from "
+                         f"the model's source")
 
 
 def _convert_gguf(gguf: Path, out_dir: Path, digest: str, progress: Callable[[str], Any] | None) -> None:
@@ -93,11 +202,14 @@ def _convert_gguf(gguf: Path, out_dir: Path, digest: str, progress: Callable[[st
         quantizer.remove_quantization_config(model)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / _MARKER).write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / _MARKER).write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _from_dir(path: str, dtype: torch.dtype, device: str, trust_remote_code: bool, local_only: bool):
@@ -164,6 +276,8 @@ def load_model(
     """
     import time
 
+    check_dtype(dtype)  # bad strings fail before anything is read
+    check_device(device)
     t0 = time.perf_counter()
     with _gc_paused():
         lm = _load_model(spec, dtype, device, trust_remote_code, module_paths, progress)
@@ -185,20 +299,40 @@ def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
         if not gguf.is_file():
             raise ModelError(f"GGUF file not found: {gguf}")
         model_id = str(gguf.resolve())
+    elif Path(spec).expanduser().is_file():
+        raise ModelError(f"{spec} is a file but not a .gguf model; pass a .gguf file, or the folder that holds "
+                         f"config.json and the weights")
+    elif spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().exists():
+        raise ModelError(f"{spec}: no such file or folder; pass a .gguf file, a model folder, or a named model "
+                         f"({', '.join(['default', *NAMED_MODELS])})")
     else:
         model_id = spec
     if gguf is not None:
+        _check_gguf_header(gguf)
         digest = sha256_file(gguf)
         cache_dir = riskscope_home() / "models" / f"{gguf.stem}-{digest[:16]}"
         if not (cache_dir / _MARKER).is_file():
-            with quiet_transformers():
-                _convert_gguf(gguf, cache_dir, digest, progress)
+            try:
+                with quiet_transformers():
+                    _convert_gguf(gguf, cache_dir, digest, progress)
+            except Exception as e:  # truncated tensors, an architecture transformers cannot read, ...
+                raise ModelError(f"{gguf}: cannot convert this GGUF file ({_one_line(e)}); if it is truncated or "
+                                 f"damaged, copy it again") from e
             info["converted"] = True
-        model, tok = _from_dir(str(cache_dir), tdtype, device, trust_remote_code, local_only=True)
+        try:
+            model, tok = _from_dir(str(cache_dir), tdtype, device, trust_remote_code, local_only=True)
+        except Exception as e:  # the converted copy was damaged after it was written
+            raise ModelError(f"{cache_dir}: riskscope's converted copy of {gguf.name} cannot be loaded "
+                             f"({_one_line(e)}); delete that folder and load again to convert anew") from e
         weight_hash, source = digest, str(cache_dir)
     elif Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser().resolve()
-        model, tok = _from_dir(str(path), tdtype, device, trust_remote_code, local_only=True)
+        _check_model_dir(path, trust_remote_code)
+        try:
+            model, tok = _from_dir(str(path), tdtype, device, trust_remote_code, local_only=True)
+        except Exception as e:  # damaged weight files, a tokenizer that cannot be built, ...
+            raise ModelError(f"{path}: cannot load the model ({_one_line(e)}); check that its files are complete "
+                             f"(copy them again)") from e
         model_id, weight_hash, source = str(path), dir_weight_hash(path), str(path)
     else:
         try:

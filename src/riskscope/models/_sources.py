@@ -85,17 +85,25 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
-    if key in cache:
+    if not isinstance(cache, dict):  # a damaged cache is rebuilt, never trusted
+        cache = {}
+    if isinstance(cache.get(key), str):
         return cache[key]
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with path.open("rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read the file ({e.strerror})") from None
     cache[key] = digest = h.hexdigest()
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f".hashes.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_file)
+    try:  # the cache only saves time: a read-only $RISKSCOPE_HOME just means hashing again next time
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        tmp.unlink(missing_ok=True)
     return digest
 
 

@@ -144,21 +144,87 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | Path) -> LogisticProbe:
-        """Read a probe written by :meth:`save` (unknown JSON keys are ignored)."""
+        """Read a probe written by :meth:`save` (unknown JSON keys are ignored).
+
+        A missing, damaged or inconsistent file is a :class:`ProbeError` naming the file (and the
+        field or tensor) and what is wrong with it.
+        """
         path = Path(path)
+        if not path.is_dir():
+            raise ProbeError(f"{path}: no such probe folder; save a probe there first (LogisticProbe.save, "
+                             f"`riskscope probe` or `riskscope run`)")
+        cfg_file, w_file = path / "config.json", path / "weights.safetensors"
+        for f in (cfg_file, w_file):
+            if not f.is_file():
+                raise ProbeError(f"{f} is missing: {path} is not a saved probe (or an incomplete one); "
+                                 f"save it again")
+        config = _read_config(cfg_file)
+        classes = config["classes"]
         try:
-            config = json.loads((path / "config.json").read_text())
-            tensors = load_file(str(path / "weights.safetensors"))
-        except FileNotFoundError as e:
-            raise ProbeError(f"{path} is not a saved probe: {e.filename} is missing") from e
+            tensors = load_file(str(w_file))
+        except Exception as e:  # safetensors raises its own error type for damaged headers and data
+            msg = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+            raise ProbeError(f"{w_file}: not a readable safetensors file ({msg}); the file is damaged or "
+                             f"truncated: save the probe again") from None
+        _check_weights(w_file, tensors, len(classes))
+        n_features = int(tensors["coef"].shape[1])
+        if config.get("n_features_in", n_features) != n_features:
+            raise ProbeError(f"{cfg_file}: field 'n_features_in' is {config['n_features_in']} but {w_file.name} "
+                             f"holds weights for {n_features} features; save the probe again")
         known = cls().get_params()
         probe = cls(**{k: v for k, v in config.get("params", {}).items() if k in known})
-        probe.classes_ = np.asarray(config["classes"])
+        probe.classes_ = np.asarray(classes)
         probe.coef_ = tensors["coef"]
         probe.intercept_ = tensors["intercept"]
         probe.mean_ = tensors["mean"]
         probe.scale_ = tensors["scale"]
-        probe.n_features_in_ = int(config.get("n_features_in", probe.coef_.shape[1]))
+        probe.n_features_in_ = n_features
         probe.n_iter_ = np.asarray([int(config.get("n_iter", 0))])
         probe.converged_ = bool(config.get("converged", True))
         return probe
+
+
+def _read_config(cfg_file: Path) -> dict:
+    """``config.json`` of a saved probe, checked field by field."""
+    try:
+        config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ProbeError(f"{cfg_file}: not UTF-8 text (byte {e.start}); save the probe again") from None
+    except json.JSONDecodeError as e:
+        raise ProbeError(f"{cfg_file}:{e.lineno}: invalid JSON ({e.msg}); save the probe again") from None
+    if not isinstance(config, dict):
+        raise ProbeError(f"{cfg_file}: must hold a JSON object, not a {type(config).__name__}")
+    classes = config.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or len({json.dumps(c) for c in classes}) != len(classes):
+        raise ProbeError(f"{cfg_file}: field 'classes' is missing or is not a list of at least 2 distinct labels")
+    if not isinstance(config.get("params", {}), dict):
+        raise ProbeError(f"{cfg_file}: field 'params' must be a JSON object")
+    for key in ("n_features_in", "n_iter"):
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProbeError(f"{cfg_file}: field {key!r} must be a non-negative integer, got {value!r}")
+    return config
+
+
+def _check_weights(w_file: Path, tensors: dict, n_classes: int) -> None:
+    """The four arrays :meth:`LogisticProbe.save` writes, with shapes that fit together and finite values."""
+    for key in ("coef", "intercept", "mean", "scale"):
+        if key not in tensors:
+            raise ProbeError(f"{w_file}: tensor {key!r} is missing; save the probe again")
+        if tensors[key].dtype.kind != "f":
+            raise ProbeError(f"{w_file}: tensor {key!r} has dtype {tensors[key].dtype}, expected floats")
+    k = 1 if n_classes == 2 else n_classes
+    coef = tensors["coef"]
+    if coef.ndim != 2 or coef.shape[0] != k or coef.shape[1] < 1:
+        raise ProbeError(f"{w_file}: tensor 'coef' has shape {tuple(coef.shape)}, expected ({k}, n_features) for "
+                         f"{n_classes} classes")
+    want = {"intercept": (k,), "mean": (coef.shape[1],), "scale": (coef.shape[1],)}
+    for key, shape in want.items():
+        if tuple(tensors[key].shape) != shape:
+            raise ProbeError(f"{w_file}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {shape} "
+                             f"(coef is {tuple(coef.shape)})")
+    for key in ("coef", "intercept", "mean", "scale"):
+        if not np.isfinite(tensors[key]).all():
+            raise ProbeError(f"{w_file}: tensor {key!r} holds NaN or infinite values; refit the probe")
+    if not (tensors["scale"] > 0).all():
+        raise ProbeError(f"{w_file}: tensor 'scale' holds values <= 0; refit the probe")
