@@ -108,7 +108,7 @@ def run_saelens(x_train, x_eval, args) -> dict:
                 yield x_train[i * args.batch:(i + 1) * args.batch]
 
     tcfg = SAETrainerConfig(total_training_samples=n_batches * args.batch, train_batch_size_samples=args.batch,
-                            lr=args.lr, n_batches_for_norm_estimate=16)
+                            lr=args.lr, lr_end=args.lr, n_batches_for_norm_estimate=16)
     trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=provider())
     w0, c0 = time.perf_counter(), time.process_time()
     trained = trainer.fit()
@@ -219,6 +219,10 @@ def main(argv=None) -> int:
     x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))]
     x_train, x_eval = x[:args.tokens].contiguous(), x[args.tokens:need].contiguous()
     have_saelens = version("sae-lens") != "not installed"
+    warm = argparse.Namespace(**{**vars(args), "block": args.batch * 2})  # first-call imports and allocations
+    run_riskscope(x_train[:args.batch * 2], x_eval, warm)
+    if have_saelens:
+        run_saelens(x_train[:args.batch * 2], x_eval, warm)
     rows, raw = [], {"riskscope": [], "sae_lens": []}
     for rep in range(args.reps):
         order = ["riskscope", "sae_lens"] if rep % 2 == 0 else ["sae_lens", "riskscope"]
