@@ -370,6 +370,7 @@ def _register_subcommands() -> None:
 
     _analysis.register(app)
     _melbo.register(app)
+    __import__(__package__ + "._sae", fromlist=["register"]).register(app)  # riskscope sae
 
 
 _register_subcommands()

@@ -1,0 +1,124 @@
+"""``riskscope sae``: train sparse autoencoders (wired into the main app by :func:`register`; no logic here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RiskscopeError
+
+sae_app = typer.Typer(name="sae", help="Sparse autoencoders on one layer's activations.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sae`` command group to ``app``."""
+    from . import _app as c
+
+    @sae_app.command("train")
+    def train(
+        out_dir: Path = typer.Option(..., "--out", "-o", help="SAE folder (SAELens format + metrics.json); resumed "
+                                     "if it holds a checkpoint of the same config"),
+        model: str = c.ModelOpt,
+        corpus: str = typer.Option("pydocs", "--corpus", help="pydocs (built in: Python docs + stdlib code) | "
+                                   "file.txt | file.jsonl | file.parquet | hf:NAME[:SPLIT] (local HF cache)"),
+        store: Optional[Path] = typer.Option(None, "--store", help="train from this activation store (cached with "
+                                             "--positions all) instead of running the model over --corpus"),
+        hook: str = typer.Option("resid_post", help="resid_pre, resid_post, attn_out, mlp_neurons or mlp_out"),
+        layer: Optional[int] = typer.Option(None, help="layer (negative ok; default: the middle layer)"),
+        arch: str = typer.Option("topk", help="topk | relu | batchtopk"),
+        expansion: float = typer.Option(8.0, help="latents per input dimension"),
+        k: int = typer.Option(32, help="active latents per token (topk, batchtopk)"),
+        l1: float = typer.Option(5.0, "--l1", help="L1 coefficient (relu)"),
+        tokens: int = typer.Option(1_000_000, help="training tokens"),
+        batch_size: int = typer.Option(4096, help="tokens per optimiser step"),
+        lr: float = typer.Option(3e-4, help="Adam learning rate"),
+        seed: int = typer.Option(0, help="seed of the weights and of the shuffling"),
+        normalize: str = typer.Option("expected_average_only_in", help="expected_average_only_in | none"),
+        context: int = typer.Option(128, help="tokens per sequence fed to the model"),
+        model_batch: int = typer.Option(16, help="sequences per forward pass"),
+        holdout: int = typer.Option(32, help="held-out sequences for evaluation"),
+        checkpoint_every: int = typer.Option(262_144, help="tokens between checkpoints (0: only at the end)"),
+        no_random_baseline: bool = typer.Option(False, "--no-random-baseline", help="skip the random-init baseline"),
+        no_resume: bool = typer.Option(False, "--no-resume", help="start over even if a checkpoint exists"),
+        dtype: str = c.DTypeOpt,
+        device: str = c.DeviceOpt,
+        trust_remote_code: bool = c.TrustOpt,
+        module_paths: Optional[str] = c.PathsOpt,
+        json_out: bool = c.JsonOpt,
+    ) -> None:
+        """Train an SAE (TopK, ReLU-L1 or BatchTopK) with held-out metrics and a random-init baseline."""
+        from ..data import Store
+        from ..hooks import HookPoint
+        from ..sae import SAERunConfig, check_out_dir, load_corpus, train_sae
+
+        check_out_dir(out_dir)
+        _config(10 ** 6, arch, expansion, k, l1, tokens, batch_size, lr, seed, normalize, checkpoint_every)  # checks
+        point0 = HookPoint(hook, layer if layer is not None else 0)
+        if store is not None:  # check the store before loading the model
+            st = Store.open(store)
+            if st.manifest.get("positions") != "all":
+                raise RiskscopeError(f"{store} holds {st.manifest.get('positions')!r} positions; an SAE needs every "
+                                     f"token: re-cache with --positions all")
+            n_layers = int(st.manifest.get("model", {}).get("n_layers", 0)) or None
+            lay = layer if layer is not None else (n_layers // 2 if n_layers else 0)
+            lay = lay + n_layers if (lay < 0 and n_layers) else lay
+            key = f"{hook}.{lay}"
+            if key not in st.manifest["points"]:
+                raise RiskscopeError(f"{store} has no point {key}; it holds {', '.join(st.manifest['points'])}")
+            _config(int(st.manifest["widths"][key]), arch, expansion, k, l1, tokens, batch_size, lr, seed, normalize,
+                    checkpoint_every)  # k >= d_sae fails here, before the model loads
+        else:
+            load_corpus(corpus).check()
+        lm = c._load(model, dtype, device, trust_remote_code, module_paths)
+        point = HookPoint(point0.hook, layer if layer is not None else lm.n_layers // 2).normalised(lm)
+        cfg = _config(point.width(lm), arch, expansion, k, l1, tokens, batch_size, lr, seed, normalize,
+                      checkpoint_every)
+        run = SAERunConfig(point=point, corpus=corpus, store=str(store) if store else None, context=context,
+                           model_batch=model_batch, holdout=holdout, random_baseline=not no_random_baseline,
+                           resume=not no_resume)
+        with c._progress() as prog:
+            tasks: dict[str, int] = {}
+
+            def progress(stage: str, p) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=p.steps)
+                prog.update(tasks[stage], completed=p.step,
+                            description=f"{stage}: L0 {p.l0:.1f}  FVU {p.fvu:.3f}  dead {p.dead_fraction:.2f}")
+
+            res = train_sae(lm, cfg, run, out_dir, progress=progress)
+        m = res.metrics
+        summary = {"out": str(out_dir), "point": m["point"], "arch": cfg.arch, "d_sae": cfg.d_sae,
+                   "l0": m["held_out"]["l0"], "fvu": m["held_out"]["fvu"], "fvu_legacy": m["held_out"]["fvu_legacy"],
+                   "dead_fraction": m["dead"]["fraction"],
+                   "ce_loss_recovered_vs_zero": m["splice"]["ce_loss_recovered_vs_zero"],
+                   "ce_loss_recovered_vs_mean": m["splice"]["ce_loss_recovered_vs_mean"],
+                   "random_init_fvu": (m["random_init"].get("held_out") or {}).get("fvu"),
+                   "seconds": m["seconds"]}
+        if json_out:
+            c.out.print_json(json.dumps(summary))
+            return
+        c.out.print(f"SAE [bold]{out_dir}[/bold] ({cfg.arch}, {cfg.d_sae} latents at {m['point']}): held-out L0 "
+                    f"{summary['l0']:.1f}, FVU {summary['fvu']:.3f} (legacy {summary['fvu_legacy']:.3f}), dead "
+                    f"{summary['dead_fraction']:.3f}, CE recovered {_fmt(summary['ce_loss_recovered_vs_zero'])} vs "
+                    f"zero / {_fmt(summary['ce_loss_recovered_vs_mean'])} vs mean ablation; random-init model "
+                    f"FVU {_fmt(summary['random_init_fvu'])}; {summary['seconds']:.0f} s")
+
+    app.add_typer(sae_app, name="sae")
+
+
+def _config(d_in, arch, expansion, k, l1, tokens, batch_size, lr, seed, normalize, checkpoint_every):
+    from ..sae import SAEConfig
+
+    return SAEConfig(d_in=d_in, expansion=expansion, arch=arch, k=k, l1_coefficient=l1, tokens=tokens,
+                     batch_size=batch_size, lr=lr, seed=seed, normalize=normalize,
+                     checkpoint_every=checkpoint_every)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+__all__ = ["register", "sae_app"]
