@@ -622,3 +622,24 @@ def test_verify_store_reports_instead_of_raising(tmp_path):
     named = " ".join(report.problems)
     assert "incomplete (3/4 chunks)" in named and str(files[2]) in named and str(files[3]) in named
     assert all("riskscope cache" in p for p in report.problems)
+
+
+def test_text_that_cannot_fit_is_refused_before_it_is_tokenised(tmp_path, monkeypatch):
+    import dataclasses
+
+    from riskscope.errors import DatasetError
+
+    from test_datasets import real_tokenizer
+
+    lm = dataclasses.replace(make_tiny("llama"), tokenizer=real_tokenizer())  # context 64 tokens
+    data = Dataset("long", (Row("a", "short one", 0), Row("b", "risky " * 100_000, 1)))
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised")
+
+    monkeypatch.setattr(type(lm.tokenizer), "__call__", no_tokenising)
+    for call in (check_store, cache_activations):
+        with pytest.raises(DatasetError, match=r"^dataset long: row 2 \(id 'b'\) has 600,000 characters, so at least "
+                                               r".*more than the model context of 64; shorten it or pass --truncate"):
+            call(lm, data, tmp_path / "s", _cfg())
+    assert not (tmp_path / "s").exists()

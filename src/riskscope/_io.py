@@ -122,9 +122,16 @@ def save_safetensors(tensors: Mapping, path: str | os.PathLike, metadata: dict[s
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e``, or the same error naming the file being written when the system did not say."""
+    return e if e.filename else OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def json_float(x, digits: int | None = 6) -> float | None:
@@ -153,6 +160,8 @@ def atomic_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path

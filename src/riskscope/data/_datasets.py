@@ -158,7 +158,7 @@ def _csv_records(text: str, where: str) -> list[tuple[int, dict]]:
                 out.append((reader.line_num, {k: v for k, v in rec.items()
                                               if isinstance(k, str) and isinstance(v, str) and v != ""}))
         except csv.Error as e:
-            line = max(reader.line_num, 1)
+            line = max(reader.reader.line_num, 1)  # DictReader's own count lags behind on errors
             if "field larger than field limit" in str(e):
                 raise DatasetError(f"{where}:{line}: a field holds more than {MAX_TEXT_CHARS:,} characters, the "
                                    f"most a text may hold") from None
