@@ -211,3 +211,183 @@ def test_missing_empty_and_wrongly_named_files(tmp_path):
     (tmp_path / "data.txt").write_text("hello\n")
     with pytest.raises(DatasetError, match=r"data\.txt: dataset files must be \.jsonl or \.csv"):
         load_dataset(str(tmp_path / "data.txt"))
+
+
+# --- hostile inputs: every one a DatasetError naming file:line(:field), never a traceback ----------------------
+
+
+def test_csv_field_of_ten_megabytes_names_the_line(tmp_path):
+    import csv
+
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\nfine text,1\n\"" + "x" * 10_000_000 + "\",0\nlast one,1\n")
+    limit = csv.field_size_limit()
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:3: a field holds more than 1,000,000 characters")):
+        load_dataset(str(path))
+    assert csv.field_size_limit() == limit  # the process-wide limit is put back
+
+
+def test_csv_field_longer_than_the_csv_default_loads(tmp_path):
+    import csv
+
+    path = tmp_path / "long.csv"
+    long = "word " * 100_000  # 500,000 characters: above csv's default field limit, below riskscope's text cap
+    path.write_text(f"text,label\nfine text,1\n\"{long}\",0\n")
+    limit = csv.field_size_limit()
+    assert load_dataset(str(path)).texts == ["fine text", long]
+    assert csv.field_size_limit() == limit
+
+
+def test_text_longer_than_the_cap_names_the_line(tmp_path):
+    from riskscope.data import MAX_TEXT_CHARS
+
+    path = _jsonl(tmp_path / "d.jsonl", [_OK, {"text": "y" * (MAX_TEXT_CHARS + 1), "label": 0}])
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:2: field 'text' has 1,000,001 characters, more than "
+                                                     f"the 1,000,000")):
+        load_dataset(path)
+    ok = _jsonl(tmp_path / "ok.jsonl", [_OK, {"text": "y" * MAX_TEXT_CHARS, "label": 0}])
+    assert len(load_dataset(ok).texts[1]) == MAX_TEXT_CHARS
+
+
+@pytest.mark.parametrize("where", ["line", "field"])
+def test_deeply_nested_json_names_the_line(tmp_path, where):
+    deep = "[" * 100_000 + "]" * 100_000
+    line = deep if where == "line" else '{"text": "x", "label": 1, "category": ' + deep + "}"
+    path = _jsonl(tmp_path / "deep.jsonl", [_OK, line])
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:2: JSON nested too deeply")):
+        load_dataset(path)
+
+
+def test_integer_too_long_for_python_names_the_line(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [_OK, '{"text": "x", "label": ' + "1" * 5000 + "}"])
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:2: invalid JSON")):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize("raw,want", [(3, 3), (3.0, 3), ("3", 3), ("3.0", 3), (" 4 ", 4), (0, 0), (-1, -1),
+                                      (2.7, None), ("2.7", None), (True, None), (False, None), ("3e0", None),
+                                      ("NaN", None), (float("inf"), None), (10 ** 30, None), ([3], None),
+                                      ({"v": 3}, None), ("", None)])
+def test_severity_must_be_an_integer(tmp_path, raw, want):
+    rec = {"text": "other", "label": 0, "severity": raw}
+    line = json.dumps(rec).replace('"NaN"', "NaN") if raw == "NaN" else json.dumps(rec)
+    path = _jsonl(tmp_path / "d.jsonl", [_OK, line])
+    if want is None and raw != "":
+        with pytest.raises(DatasetError, match=re.escape(f"{path}:2: field 'severity' must be an integer, got ")):
+            load_dataset(path)
+    elif raw == "":
+        with pytest.raises(DatasetError, match="field 'severity'"):
+            load_dataset(path)
+    else:
+        assert load_dataset(path).rows[1].severity == want
+
+
+def test_severity_in_csv_and_pair_rows(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,severity\nfine text,1,4.0\nother,0,2.7\n")
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:3: field 'severity' must be an integer, got '2.7'")):
+        load_dataset(str(path))
+    path.write_text("text,label,severity\nfine text,1,4.0\nother,0,\n")
+    assert [r.severity for r in load_dataset(str(path))] == [4, None]
+    pairs = _jsonl(tmp_path / "p.jsonl", [{**PAIRS[0], "severity": 2.7}])
+    with pytest.raises(DatasetError, match=re.escape(f"{pairs}:1: field 'severity'")):
+        load_dataset(pairs)
+
+
+@pytest.mark.parametrize("raw,want", [(1.0, 1), (0.0, 0), ("1.0", 1), ("0", 0), (0.5, None), (2, None), ([1], None),
+                                      ({"x": 1}, None), (None, None)])
+def test_integral_float_labels(tmp_path, raw, want):
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "some text", "label": raw}])
+    if want is None:
+        with pytest.raises(DatasetError, match=re.escape(f"{path}:1: field 'label' must be one of")):
+            load_dataset(path)
+    else:
+        assert load_dataset(path).labels.tolist() == [want]
+
+
+@pytest.mark.parametrize("field", ["id", "pair_id", "category", "split"])
+def test_names_must_be_strings_or_numbers(tmp_path, field):
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "some text", "label": 1, field: {"nested": [1, 2]}}])
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:1: field '{field}' must be a string or a number, "
+                                                     f"got a JSON object")):
+        load_dataset(path)
+    num = _jsonl(tmp_path / "n.jsonl", [{"text": "some text", "label": 1, field: 7.0},
+                                        {"text": "other text", "label": 0, field: 7}])
+    if field != "id":  # two rows with id 7 would be duplicates
+        assert {getattr(r, field) for r in load_dataset(num)} == {"7"}
+
+
+def test_line_separators_inside_json_strings_are_text(tmp_path):
+    path = tmp_path / "seps.jsonl"
+    path.write_text(json.dumps({"text": "one\u2028two\x85three\x1cfour", "label": 1}, ensure_ascii=False) + "\n"
+                    + json.dumps({"text": "", "label": 0}) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:2: field 'text' is empty")):
+        load_dataset(str(path))
+    path.write_text(path.read_text(encoding="utf-8").split("\n")[0] + "\n", encoding="utf-8")
+    assert load_dataset(str(path)).texts == ["one\u2028two\x85three\x1cfour"]
+
+
+def test_unpaired_surrogate_names_the_field(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [_OK, '{"text": "bad \\ud800 text", "label": 0}'])
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:2: field 'text' holds an unpaired surrogate")):
+        load_dataset(path)
+
+
+def test_iter_jsonl_hostile_lines():
+    from riskscope._io import iter_jsonl
+
+    with pytest.raises(RiskscopeError, match=r"^f.jsonl:3: JSON nested too deeply$"):
+        list(iter_jsonl('{}\n\n' + "[" * 50_000 + "]" * 50_000, "f.jsonl", objects=False))
+    with pytest.raises(RiskscopeError, match=r"^f.jsonl:1: invalid JSON \(Exceeds the limit"):
+        list(iter_jsonl("9" * 5000, "f.jsonl", objects=False))
+    assert list(iter_jsonl('{"a": "x\u2028y"}\r\n{"b": 1}', "f.jsonl")) == [(1, {"a": "x\u2028y"}), (2, {"b": 1})]
+
+
+# --- check_text_lengths: refuse what cannot fit without tokenising it ------------------------------------
+
+
+def real_tokenizer():
+    """A real byte-level BPE tokenizer (HF ``tokenizers``), trained here on a few lines: offline and fast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [r.text for r in load_dataset("cyber_risk_pairs").rows[:200]]
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def test_check_text_lengths_refuses_without_tokenising(monkeypatch):
+    from riskscope.data import check_text_lengths, max_token_chars
+
+    tok = real_tokenizer()
+    longest = max_token_chars(tok)
+    assert longest == max(len(t) for t in tok.get_vocab()) > 1
+    fits = "a short text"
+    too_long = "risky " * (64 * longest // 6 + 10)  # more characters than 64 tokens can span
+    assert len(tok(too_long)["input_ids"]) > 64  # the bound is sound here
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised")
+
+    monkeypatch.setattr(type(tok), "__call__", no_tokenising)
+    check_text_lengths(tok, [fits, "x" * (64 * longest)], 64, "d.jsonl")  # might fit: left to the tokenizer
+    with pytest.raises(DatasetError, match=rf"^d.jsonl: row 2 \(id 'b'\) has {len(too_long):,} characters, so at "
+                                           rf"least \d+ tokens .* more than the model context of 64; shorten it$"):
+        check_text_lengths(tok, [fits, too_long], 64, "d.jsonl", ids=["a", "b"])
+    data = Dataset("d", (Row("x1", fits, 0), Row("x2", too_long, 1)))
+    with pytest.raises(DatasetError, match=r"^data: row 2 \(id 'x2'\)"):
+        check_text_lengths(tok, data, 64, "data")
+
+
+def test_check_text_lengths_passes_tokenizers_without_a_vocabulary():
+    from riskscope.data import check_text_lengths, max_token_chars
+
+    from conftest import TinyTokenizer
+
+    assert max_token_chars(TinyTokenizer()) is None
+    check_text_lengths(TinyTokenizer(), ["x" * 10_000], 64, "d")

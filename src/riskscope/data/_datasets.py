@@ -7,7 +7,9 @@ Two layouts are accepted and detected from the first record's fields:
   each row becomes two texts with ids ``<pair_id>:risky`` (label 1) and
   ``<pair_id>:benign`` (label 0, severity 0).
 
-Labels may be 1/0, true/false, risky/benign or high/low.
+Labels may be 1/0, true/false, risky/benign or high/low. Numbers may be written as
+integral floats (``1.0``, ``"3.0"``); ``2.7`` or ``true`` as a severity is an error.
+A text may hold at most :data:`MAX_TEXT_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import csv
 import hashlib
 import io
 import json
+import math
+import re
+import threading
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -32,6 +37,9 @@ BUILTINS = {
                          "matched pairs of tacit cyber-risk scenarios, 12 categories (docs/datasets/cyber_risk_pairs.md)"),
 }
 DEFAULT_DATASET = "cyber_risk_pairs"
+MAX_TEXT_CHARS = 1_000_000
+"""The most characters a text may hold (a longer one is refused when the file is read)."""
+_CSV_LIMIT = threading.Lock()  # csv.field_size_limit is process-wide: one CSV parse at a time changes it
 
 
 @dataclass(frozen=True)
@@ -134,11 +142,49 @@ def _records(data: bytes, where: str, suffix: str) -> Iterator[tuple[int, dict]]
         line = body[:e.start].count(b"\n") + 1
         raise DatasetError(f"{where}:{line}: not UTF-8 (byte {e.start})") from None
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for rec in reader:
-            yield reader.line_num, {k: v for k, v in rec.items() if k is not None and v not in (None, "")}
+        yield from _csv_records(text, where)
         return
     yield from iter_jsonl(text, where, DatasetError)
+
+
+def _csv_records(text: str, where: str) -> list[tuple[int, dict]]:
+    """All records of a CSV text; a field may be as long as the longest text allowed."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out: list[tuple[int, dict]] = []
+    with _CSV_LIMIT:
+        before = csv.field_size_limit(MAX_TEXT_CHARS + 1)
+        try:
+            for rec in reader:
+                out.append((reader.line_num, {k: v for k, v in rec.items()
+                                              if isinstance(k, str) and isinstance(v, str) and v != ""}))
+        except csv.Error as e:
+            line = max(reader.reader.line_num, 1)  # DictReader's own count lags behind on errors
+            if "field larger than field limit" in str(e):
+                raise DatasetError(f"{where}:{line}: a field holds more than {MAX_TEXT_CHARS:,} characters, the "
+                                   f"most a text may hold") from None
+            raise DatasetError(f"{where}:{line}: invalid CSV ({e})") from None
+        finally:
+            csv.field_size_limit(before)
+    return out
+
+
+def _show(value) -> str:
+    """A field value for an error message: short, one line, safe for any JSON value."""
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _utf8(value: str, key: str, at: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DatasetError(f"{at}: field '{key}' holds an unpaired surrogate (\\u{ord(value[e.start]):04x}) that "
+                           f"is not a character") from None
+    return value
 
 
 def _text(rec: dict, key: str, at: str) -> str:
@@ -147,22 +193,66 @@ def _text(rec: dict, key: str, at: str) -> str:
         raise DatasetError(f"{at}: field '{key}' is missing or not a string")
     if not value.strip():
         raise DatasetError(f"{at}: field '{key}' is empty")
-    return value
+    if len(value) > MAX_TEXT_CHARS:
+        raise DatasetError(f"{at}: field '{key}' has {len(value):,} characters, more than the {MAX_TEXT_CHARS:,} "
+                           f"a text may hold")
+    return _utf8(value, key, at)
 
 
-def _opt_str(rec: dict, key: str) -> str | None:
+def _opt_str(rec: dict, key: str, at: str) -> str | None:
+    """An optional name (id, pair_id, category, split): a string or a number; null means absent."""
     value = rec.get(key)
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _utf8(value, key, at)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() and abs(value) < 2 ** 53 else str(value)
+    raise DatasetError(f"{at}: field '{key}' must be a string or a number, got {_show(value)}")
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,19}(?:\.0*)?")
+
+
+def _integer(value) -> int | None:
+    """An int64 from JSON or CSV: ints, integral floats (``3.0``) and their spellings (``"3"``, ``"3.0"``);
+    None for anything else (bools, ``2.7``, ``"x"``, non-finite or out-of-range numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        value = int(value) if math.isfinite(value) and value.is_integer() else None
+    elif isinstance(value, str):
+        text = value.strip()
+        value = int(text.split(".")[0]) if _INT_TEXT.fullmatch(text) else None
+    if not isinstance(value, int) or not -2 ** 63 <= value < 2 ** 63:
+        return None
+    return value
 
 
 def _severity(rec: dict, at: str) -> int | None:
     value = rec.get("severity")
     if value is None:
         return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{at}: field 'severity' must be an integer, got {value!r}") from None
+    number = _integer(value)
+    if number is None:
+        raise DatasetError(f"{at}: field 'severity' must be an integer, got {_show(value)}")
+    return number
+
+
+def _label(rec: dict, at: str) -> int:
+    raw = rec.get("label")
+    label = None
+    if isinstance(raw, bool):
+        label = int(raw)
+    elif isinstance(raw, (str, int, float)):
+        label = _LABELS.get(raw.strip().lower()) if isinstance(raw, str) else None
+        label = label if label is not None else _integer(raw)
+    if label not in (0, 1):
+        raise DatasetError(f"{at}: field 'label' must be one of 1/0, true/false, risky/benign, high/low; "
+                           f"got {_show(raw)}")
+    return label
 
 
 def _parse(data: bytes, where: str, suffix: str, name: str) -> Dataset:
@@ -175,22 +265,20 @@ def _parse(data: bytes, where: str, suffix: str, name: str) -> Dataset:
         layout = layout or this
         if this != layout:
             raise DatasetError(f"{at}: mixes the pair-per-row and row-per-text layouts")
-        common = dict(category=_opt_str(rec, "category"), split=_opt_str(rec, "split"))
+        common = dict(category=_opt_str(rec, "category", at), split=_opt_str(rec, "split", at))
         if layout == "pair":
-            pid = _text(rec, "pair_id", at) if not isinstance(rec.get("pair_id"), int) else str(rec["pair_id"])
+            pid = _opt_str(rec, "pair_id", at)
+            if pid is None or not pid.strip():
+                raise DatasetError(f"{at}: field 'pair_id' is missing or empty")
             sev = _severity(rec, at)
             rows.append(Row(f"{pid}:risky", _text(rec, "risky", at), 1, pid, severity=sev, **common))
             rows.append(Row(f"{pid}:benign", _text(rec, "benign", at), 0, pid,
                             severity=0 if sev is not None else None, **common))
             lines += [n, n]
         else:
-            raw = rec.get("label")
-            label = _LABELS.get(str(raw).strip().lower()) if raw is not None else None
-            if label is None:
-                raise DatasetError(f"{at}: field 'label' must be one of 1/0, true/false, risky/benign, high/low; "
-                                   f"got {raw!r}")
-            rows.append(Row(_opt_str(rec, "id") or str(len(rows)), _text(rec, "text", at), label,
-                            _opt_str(rec, "pair_id"), severity=_severity(rec, at), **common))
+            label = _label(rec, at)
+            rows.append(Row(_opt_str(rec, "id", at) or str(len(rows)), _text(rec, "text", at), label,
+                            _opt_str(rec, "pair_id", at), severity=_severity(rec, at), **common))
             lines.append(n)
     if not rows:
         raise DatasetError(f"{where}: the dataset is empty")
@@ -221,4 +309,4 @@ def _check(rows: list[Row], lines: list[int], where: str) -> None:
                                f"{rows[members[0]].label}; a pair needs one risky and one benign text")
 
 
-__all__ = ["BUILTINS", "DEFAULT_DATASET", "Dataset", "Row", "list_builtins", "load_dataset"]
+__all__ = ["BUILTINS", "DEFAULT_DATASET", "MAX_TEXT_CHARS", "Dataset", "Row", "list_builtins", "load_dataset"]

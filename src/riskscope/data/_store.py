@@ -1,9 +1,10 @@
-"""The activation store: activations on disk, chunked, crash-safe, resumable.
+"""The activation store: reading it, and verifying it.
 
-Layout of a store directory (readable without riskscope: JSON + safetensors)::
+Layout of a store directory (readable without riskscope: JSON + safetensors; docs/store.md)::
 
-    manifest.json              format, fingerprint, model, dataset, points, positions,
-                               dtype, chunking, stats, "complete"
+    manifest.json              format, fingerprint + inputs, model, dataset, points, widths, positions,
+                               dtype, n_rows, n_chunks, arrays (dtype and shape of every tensor),
+                               chunks (file, rows, bytes, sha256 of each), stats, complete, manifest_sha256
     rows.jsonl                 one line per text in dataset order: index, id, label, pair_id,
                                category, severity, split, n_tokens, text
     chunks/000000.safetensors  "row_index" (n,) int64 dataset rows held by this chunk, and one
@@ -11,292 +12,187 @@ Layout of a store directory (readable without riskscope: JSON + safetensors)::
                                (n, k, W) for explicit positions; for "all" tokens,
                                (tokens, W) plus "token_offsets" (n + 1,) int64
 
-Rows are sorted by token count before chunking, so a chunk's batches waste
-little compute on padding; ``row_index`` maps them back. Every chunk is
-written to a temporary name and renamed when complete, so a chunk file under
-its final name is always whole. After ``kill -9`` the same command resumes
-from the first missing chunk and produces identical arrays (the batches are a
-deterministic function of the inputs, which the fingerprint pins).
+Every open checks, cheaply, the manifest's integrity, the rows, and every chunk's header:
+its tensors, their dtypes and shapes, and that the chunks hold every row exactly once.
+Every read checks that the values are finite, and the first read of a chunk in a process
+checks its sha256 against the manifest. :func:`verify_store` checks all of it, hashes and
+values of every chunk included, and lists what it finds instead of raising.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
 
 import numpy as np
-import torch
 from safetensors import safe_open
 
-from .._version import __version__
-from .._io import atomic_text, save_safetensors
-from ._datasets import Dataset
+from .._io import file_sha256, is_temp_name
 from ..errors import StoreError
-from ..hooks import iter_captures
-from ..hooks import HookPoint, tokenize
-from ..models import LoadedModel
+from ..hooks import HookPoint
+from ._manifest import (CHUNK_FILE, FORMAT, RECOMPUTE, array_layout, chunk_name, expected_shape, read_manifest,
+                        read_rows)
 
-FORMAT = "riskscope-store/1"
-StoreDType = Literal["float32", "float16", "bfloat16"]
-_TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """What to capture and how to write it."""
-
-    points: tuple[HookPoint, ...]
-    """Hook points to capture (layers may be negative; normalised against the model)."""
-    positions: str | tuple[int, ...] = "last"
-    """``last``, ``mean``, ``all``, or explicit token indices (negative from the end)."""
-    dtype: StoreDType = "float32"
-    """Storage dtype of the arrays."""
-    batch_size: int = 32
-    """Texts per forward pass."""
-    chunk_rows: int = 256
-    """Texts per chunk file (the unit of resumption)."""
-    truncate: bool = False
-    """Cut texts longer than the model context instead of refusing them."""
-
-    def __post_init__(self) -> None:
-        if not self.points:
-            raise StoreError("no hook points to capture")
-        if isinstance(self.positions, str) and self.positions not in ("last", "mean", "all"):
-            raise StoreError(f"positions must be last, mean, all or token indices, got {self.positions!r}")
-        if self.dtype not in _TORCH:
-            raise StoreError(f"store dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
-        if self.batch_size < 1 or self.chunk_rows < 1:
-            raise StoreError("batch_size and chunk_rows must be >= 1")
+LARGEST_VALUE = 1e15
+"""Values beyond +-1e15 are refused as corrupt: no activation is that large (float16 cannot even hold it)."""
 
 
 @dataclass
-class CacheStats:
-    """What a :func:`cache_activations` call did."""
+class Chunk:
+    """What the header check of one chunk file found: the rows it holds, and its tokens for ``all``."""
 
-    chunks_total: int = 0
-    chunks_done_before: int = 0
-    chunks_written: int = 0
-    tokens: int = 0
-    padded_fraction: float = 0.0
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    path: Path
+    row_index: np.ndarray
+    offsets: np.ndarray | None
+    record: dict | None
 
 
+def layout_of(m: dict) -> dict:
+    return m.get("arrays") or array_layout(m["points"], m["widths"], m["positions"], m["dtype"])
 
 
-def _fingerprint(lm: LoadedModel, data: Dataset, cfg: CacheConfig, points: Sequence[HookPoint]) -> dict:
-    return {
-        "model_weight_hash": lm.weight_hash,
-        "dataset_digest": data.digest(),
-        "points": [str(p) for p in points],
-        "positions": cfg.positions if isinstance(cfg.positions, str) else list(cfg.positions),
-        "dtype": cfg.dtype,
-        "batch_size": cfg.batch_size,
-        "chunk_rows": cfg.chunk_rows,
-        "truncate": cfg.truncate,
-        "model_dtype": str(lm.model.dtype),
-    }
+def check_chunk(root: Path, m: dict, i: int, n_tokens: np.ndarray | None) -> Chunk:
+    """Header check of chunk ``i`` (tensors, dtypes, shapes, row indices, token offsets, size); raises
+    :class:`StoreError` naming the file and the fix. Reads the header and ``row_index``, not the values."""
+    path = root / "chunks" / chunk_name(i)
+    rec = next((r for r in m.get("chunks", ()) if r["file"] == path.name), None)
 
+    def bad(problem: str) -> StoreError:
+        return StoreError(f"{path}: {problem}; {RECOMPUTE}")
 
-def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Each chunk frees a few hundred MB of activations and serialisation buffers. glibc keeps
-    freed blocks in its heap, and once it has raised its mmap threshold the next chunk's
-    blocks do not fit the holes, so without a trim the peak RSS drifted up by ~1 GB after the
-    first chunk on the default model (then stayed there)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
-
-
-def _chunk_path(root: Path, i: int) -> Path:
-    return root / "chunks" / f"{i:06d}.safetensors"
-
-
-def _chunk_ok(path: Path) -> bool:
+    if rec is not None and path.stat().st_size != rec["bytes"]:
+        raise bad(f"has {path.stat().st_size} bytes, the manifest says {rec['bytes']} (cut short or replaced)")
+    layout = layout_of(m)
     try:
         with safe_open(str(path), framework="pt") as f:
-            return "row_index" in f.keys()
-    except Exception:  # a torn or foreign file: recompute it
-        return False
+            keys = set(f.keys())
+            if keys != set(layout):
+                raise bad(f"holds tensors {sorted(keys)[:4]}..., not this store's ({len(layout)} expected)")
+            heads = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in layout}
+            idx = f.get_tensor("row_index").numpy() if heads["row_index"][0] == "I64" else None
+            offsets = f.get_tensor("token_offsets").numpy() if "token_offsets" in layout \
+                and heads["token_offsets"][0] == "I64" else None
+    except StoreError:
+        raise
+    except Exception as e:  # safetensors reports a torn, foreign or garbage file in several ways
+        raise bad(f"is not a readable safetensors file ({str(e)[:80]})") from None
+    n = heads["row_index"][1][0] if len(heads["row_index"][1]) == 1 else -1
+    if rec is not None and n != rec["rows"][1] - rec["rows"][0]:
+        raise bad(f"holds {n} rows, the manifest says {rec['rows'][1] - rec['rows'][0]}")
+    tokens = heads[m["points"][0]][1][0] if m["positions"] == "all" and heads[m["points"][0]][1] else None
+    if rec is not None and m["positions"] == "all" and tokens != rec["tokens"]:
+        raise bad(f"holds {tokens} tokens, the manifest says {rec['tokens']}")
+    for key, spec in layout.items():
+        want = (spec["dtype"], expected_shape(spec["shape"], n, tokens))
+        if heads[key] != want:
+            raise bad(f"tensor {key!r} is {heads[key][0]} {list(heads[key][1])}, expected {want[0]} {list(want[1])}")
+    if idx is None or n < 1 or idx.min() < 0 or idx.max() >= m["n_rows"] or len(np.unique(idx)) != n:
+        raise bad("its row_index does not name distinct rows of this store")
+    if offsets is not None:
+        counts = np.diff(offsets)
+        if offsets[0] != 0 or offsets[-1] != tokens or (counts < 1).any() \
+                or (n_tokens is not None and not np.array_equal(counts, n_tokens[idx])):
+            raise bad("its token_offsets do not match the rows' token counts")
+    return Chunk(path, idx, offsets, rec)
 
 
-def _existing_manifest(root: Path, fp: dict, fp_hash: str) -> dict | None:
-    """The manifest of a store at ``root`` made from the same inputs, ``None`` if there is none yet;
-    :class:`StoreError` if ``root`` holds a store from other inputs or something that is not a store."""
-    manifest_path = root / "manifest.json"
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if old.get("fingerprint") != fp_hash:
-            diff = [k for k in fp if old.get("inputs", {}).get(k) != fp[k]]
-            raise StoreError(f"{root} holds a store made from other inputs (differs in: {', '.join(diff) or '?'}); "
-                             f"use another --out or delete it")
-        return old
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise StoreError(f"{root} exists and is not an activation store; use an empty or new directory")
+def check_values(key: str, x: np.ndarray, path: Path) -> None:
+    """Refuse NaN, infinities and absurd magnitudes (what corrupt bytes decode to)."""
+    finite = np.isfinite(x)
+    if not finite.all() or (np.abs(x[finite]) > LARGEST_VALUE).any():
+        bad = int((~finite).sum()) + int((np.abs(np.where(finite, x, 0)) > LARGEST_VALUE).sum())
+        raise StoreError(f"{path}: tensor {key!r} holds {bad} non-finite or absurd value(s) (corrupt data); "
+                         f"{RECOMPUTE}")
+
+
+_HASHED: dict[tuple, str] = {}  # (path, device, inode, size, mtime) -> sha256 already checked in this process
+_HASHED_LOCK = threading.Lock()
+
+
+def _version(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def remember_hash(path: Path, digest: str) -> None:
+    """Note that this version of ``path`` has sha256 ``digest`` (just computed by its writer)."""
+    with _HASHED_LOCK:
+        _HASHED[_version(path)] = digest
+
+
+def check_hash(chunk: Chunk) -> None:
+    """Compare the file's sha256 with the manifest's record, once per file version per process."""
+    if chunk.record is None:
+        return
+    key = _version(chunk.path)
+    with _HASHED_LOCK:
+        known = _HASHED.get(key)
+    if known == chunk.record["sha256"]:
+        return
+    digest = file_sha256(chunk.path)
+    if digest != chunk.record["sha256"]:
+        raise StoreError(f"{chunk.path}: sha256 {digest[:12]}... differs from the manifest's "
+                         f"{chunk.record['sha256'][:12]}... (the file changed after it was written); {RECOMPUTE}")
+    remember_hash(chunk.path, digest)
+
+
+def coverage_problem(m: dict, chunks: list[Chunk]) -> str | None:
+    """Every row held exactly once (only "at most once" for an incomplete store)."""
+    held = np.bincount(np.concatenate([c.row_index for c in chunks]), minlength=m["n_rows"]) if chunks \
+        else np.zeros(m["n_rows"], np.int64)
+    if (held > 1).any():
+        row = int(np.flatnonzero(held > 1)[0])
+        files = [c.path.name for c in chunks if row in c.row_index]
+        return (f"row {row} is held by {int(held[row])} chunks ({', '.join(files)}): a chunk was replaced by "
+                f"another; re-run `riskscope cache` with the same arguments to recompute them")
+    if len(chunks) == m["n_chunks"] and (held == 0).any():
+        return f"{int((held == 0).sum())} row(s) are held by no chunk (e.g. row {int(np.flatnonzero(held == 0)[0])})"
     return None
 
 
-def _inputs(lm: LoadedModel, data: Dataset, cfg: CacheConfig) -> tuple[tuple[HookPoint, ...], dict, str]:
-    points = tuple(sorted({p.normalised(lm) for p in cfg.points}))
-    fp = _fingerprint(lm, data, cfg, points)
-    return points, fp, hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+def _n_tokens(rows: list[dict] | None) -> np.ndarray | None:
+    return None if rows is None else np.array([r["n_tokens"] for r in rows], dtype=np.int64)
 
 
-def check_store(lm: LoadedModel, data: Dataset, out: str | Path, cfg: CacheConfig) -> bool:
-    """Whether ``out`` already holds a (partial or complete) store of exactly these inputs.
-
-    Raises :class:`StoreError`, without touching anything, when ``out`` holds a store made
-    from other inputs or a directory that is not a store: the check
-    :func:`cache_activations` makes first, available on its own so a caller can fail
-    before showing any progress.
-    """
-    _, fp, fp_hash = _inputs(lm, data, cfg)
-    return _existing_manifest(Path(out), fp, fp_hash) is not None
-
-
-def cache_activations(
-    lm: LoadedModel,
-    data: Dataset,
-    out: str | Path,
-    cfg: CacheConfig,
-    progress: Callable[[int, int], None] | None = None,
-) -> CacheStats:
-    """Run ``data`` through ``lm`` and write the requested activations to the store ``out``.
-
-    Re-running on a complete store is a no-op; on a partial one it resumes; on a
-    store made from other inputs it raises :class:`StoreError` (see :func:`check_store`).
-    """
-    import time
-
-    t0 = time.perf_counter()
-    root = Path(out)
-    points, fp, fp_hash = _inputs(lm, data, cfg)
-    manifest_path = root / "manifest.json"
-    old = _existing_manifest(root, fp, fp_hash)
-
-    ids = tokenize(lm, data.texts)
-    limit = lm.context_length
-    for i, row in enumerate(ids):
-        if len(row) > limit:
-            if not cfg.truncate:
-                raise StoreError(f"row {i + 1} (id {data.rows[i].id!r}) has {len(row)} tokens, more than the model "
-                                 f"context of {limit}; shorten it or pass --truncate")
-            ids[i] = row[:limit]
-    lengths = np.array([len(r) for r in ids])
-    order = np.argsort(-lengths, kind="stable")  # longest first: a memory problem shows up at once
-    n_chunks = (len(ids) + cfg.chunk_rows - 1) // cfg.chunk_rows
-    stats = CacheStats(chunks_total=n_chunks)
-
-    if old is None:
-        (root / "chunks").mkdir(parents=True, exist_ok=True)
-        rows = [{"index": i, **asdict(r), "n_tokens": int(lengths[i])} for i, r in enumerate(data.rows)]
-        atomic_text(root / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                    fsync=True)
-        manifest = {
-            "format": FORMAT,
-            "fingerprint": fp_hash,
-            "inputs": fp,
-            "riskscope_version": __version__,
-            "model": lm.describe(),
-            "dataset": {"name": data.name, "digest": data.digest(), "rows": len(data), "pairs": data.n_pairs},
-            "points": [str(p) for p in points],
-            "widths": {str(p): p.width(lm) for p in points},
-            "positions": fp["positions"],
-            "dtype": cfg.dtype,
-            "n_rows": len(data),
-            "n_chunks": n_chunks,
-            "complete": False,
-        }
-        atomic_text(manifest_path, json.dumps(manifest, indent=1), fsync=True)
-    else:
-        manifest = old
-    for stale in (root / "chunks").glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
-
-    reduce = cfg.positions
-    real = padded = 0
-    for c in range(n_chunks):
-        path = _chunk_path(root, c)
-        sel = order[c * cfg.chunk_rows:(c + 1) * cfg.chunk_rows]
-        if path.is_file() and _chunk_ok(path):
-            stats.chunks_done_before += 1
-            if progress:
-                progress(len(sel), len(ids))
-            continue
-        parts: dict[HookPoint, list[torch.Tensor]] = {p: [] for p in points}
-        offsets = [0]
-        for rows_b, mask, got in iter_captures(lm, ids, sel, points, reduce, cfg.batch_size):
-            real += int(mask.sum())
-            padded += mask.numel()
-            for p in points:
-                x = got[p]
-                if reduce == "all":
-                    x = x[mask.bool()]  # (tokens, W), row-major so rows stay contiguous
-                parts[p].append(x.to("cpu", _TORCH[cfg.dtype]))
-            if reduce == "all":
-                for n in mask.sum(1).tolist():
-                    offsets.append(offsets[-1] + n)
-            if progress:
-                progress(len(rows_b), len(ids))
-        tensors = {str(p): torch.cat(parts[p]).contiguous() for p in points}
-        tensors["row_index"] = torch.as_tensor(sel, dtype=torch.int64)
-        if reduce == "all":
-            tensors["token_offsets"] = torch.as_tensor(offsets, dtype=torch.int64)
-        save_safetensors(tensors, path, metadata={"format": FORMAT, "chunk": str(c)}, fsync=True)
-        stats.chunks_written += 1
-        del tensors, parts
-        _release_free_memory()
-    stats.tokens = real
-    stats.padded_fraction = 0.0 if padded == 0 else 1 - real / padded
-    stats.seconds = time.perf_counter() - t0
-    if not manifest.get("complete") or stats.chunks_written:
-        manifest["complete"] = True
-        manifest.setdefault("stats", {})
-        if stats.chunks_written:
-            manifest["stats"] = {"tokens": real, "padded_fraction": round(stats.padded_fraction, 4),
-                                 "seconds_last_run": round(stats.seconds, 2)}
-        atomic_text(manifest_path, json.dumps(manifest, indent=1), fsync=True)
-    return stats
+def _stray_chunks(root: Path, n_chunks: int) -> list[str]:
+    folder = root / "chunks"
+    return sorted(p.name for p in folder.iterdir() if re.fullmatch(CHUNK_FILE, p.name)
+                  and int(p.name[:6]) >= n_chunks) if folder.is_dir() else []
 
 
 class Store:
     """Read a store: arrays per point in dataset order, one point at a time."""
 
-    def __init__(self, root: str | Path, manifest: dict, rows: list[dict]):
+    def __init__(self, root: str | Path, manifest: dict, rows: list[dict], chunks: list[Chunk] | None = None):
         self.root = Path(root)
         self.manifest = manifest
         self.rows = rows
+        self._chunks = chunks
 
     @classmethod
     def open(cls, root: str | Path, require_complete: bool = True) -> "Store":
+        """Open and check the store at ``root`` (see the module docstring); :class:`StoreError` names the
+        bad file and the fix. ``require_complete=False`` opens a partial store (missing rows read as NaN)."""
         root = Path(root)
-        mpath = root / "manifest.json"
-        if not mpath.is_file():
-            raise StoreError(f"{root} is not an activation store (no manifest.json); create it with `riskscope cache`")
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("format") != FORMAT:
-            raise StoreError(f"{mpath}: unknown store format {manifest.get('format')!r}")
-        done = sum(1 for c in range(manifest["n_chunks"]) if _chunk_path(root, c).is_file())
-        if require_complete and (not manifest.get("complete") or done < manifest["n_chunks"]):
-            raise StoreError(f"{root} is incomplete ({done}/{manifest['n_chunks']} chunks); re-run the same "
+        m = read_manifest(root)
+        rows = read_rows(root, m)
+        present = [i for i in range(m["n_chunks"]) if (root / "chunks" / chunk_name(i)).is_file()]
+        if require_complete and (not m["complete"] or len(present) < m["n_chunks"]):
+            raise StoreError(f"{root} is incomplete ({len(present)}/{m['n_chunks']} chunks); re-run the same "
                              f"`riskscope cache` command to resume it")
-        rows = [json.loads(line) for line in (root / "rows.jsonl").read_text().splitlines() if line]
-        return cls(root, manifest, rows)
+        stray = _stray_chunks(root, m["n_chunks"])
+        if stray:
+            raise StoreError(f"{root / 'chunks' / stray[0]}: not part of this store, whose manifest lists "
+                             f"{m['n_chunks']} chunk(s); move it away")
+        n_tokens = _n_tokens(rows)
+        chunks = [check_chunk(root, m, i, n_tokens) for i in present]
+        problem = coverage_problem(m, chunks)
+        if problem is not None:
+            raise StoreError(f"{root}: {problem}")
+        return cls(root, m, rows, chunks)
 
     @property
     def points(self) -> list[HookPoint]:
@@ -314,42 +210,138 @@ class Store:
     def texts(self) -> list[str]:
         return [r["text"] for r in self.rows]
 
-    def _chunks(self):
-        for c in range(self.manifest["n_chunks"]):
-            yield _chunk_path(self.root, c)
+    def _checked(self) -> list[Chunk]:
+        if self._chunks is None:  # built by hand rather than by open(): check now
+            self._chunks = Store.open(self.root, require_complete=False)._chunks
+        return self._chunks  # type: ignore[return-value]
+
+    def _tensor(self, chunk: Chunk, key: str, dtype) -> np.ndarray:
+        check_hash(chunk)
+        try:
+            with safe_open(str(chunk.path), framework="pt") as f:
+                idx = f.get_tensor("row_index").numpy()
+                x = f.get_tensor(key).float().numpy().astype(dtype, copy=False)
+        except Exception as e:  # the file was replaced after open() checked it
+            raise StoreError(f"{chunk.path}: cannot be read ({str(e)[:80]}); {RECOMPUTE}") from None
+        if not np.array_equal(idx, chunk.row_index):
+            raise StoreError(f"{chunk.path}: changed since the store was opened; open it again")
+        check_values(key, x, chunk.path)
+        return x
+
+    def _key(self, point: HookPoint | str) -> str:
+        key = str(point)
+        if key not in self.manifest["points"]:
+            raise StoreError(f"{self.root} has no point {key}; it holds {', '.join(self.manifest['points'])}")
+        return key
 
     def read(self, point: HookPoint | str, dtype=np.float32) -> np.ndarray:
         """The activations of one point, rows in dataset order: (N, W) or (N, k, W).
 
         For ``all`` positions use :meth:`read_tokens`.
         """
-        key = str(point)
-        if key not in self.manifest["points"]:
-            raise StoreError(f"{self.root} has no point {key}; it holds {', '.join(self.manifest['points'])}")
+        key = self._key(point)
         if self.manifest["positions"] == "all":
             raise StoreError("this store holds every token; use read_tokens()")
-        out = None
-        for path in self._chunks():
-            with safe_open(str(path), framework="pt") as f:
-                idx = f.get_tensor("row_index").numpy()
-                x = f.get_tensor(key).float().numpy().astype(dtype, copy=False)
-            if out is None:
-                out = np.empty((self.manifest["n_rows"], *x.shape[1:]), dtype=dtype)
-            out[idx] = x
+        spec = layout_of(self.manifest)[key]["shape"][1:]
+        out = np.full((self.manifest["n_rows"], *spec), np.nan, dtype=dtype)  # a partial store's missing rows
+        for chunk in self._checked():
+            out[chunk.row_index] = self._tensor(chunk, key, dtype)
         return out
 
     def read_tokens(self, point: HookPoint | str, dtype=np.float32) -> list[np.ndarray]:
-        """Per-row (n_tokens, W) arrays of an ``all``-positions store, in dataset order."""
-        key = str(point)
+        """Per-row (n_tokens, W) arrays of an ``all``-positions store, in dataset order (None for rows a
+        partial store does not hold yet)."""
+        key = self._key(point)
+        if self.manifest["positions"] != "all":
+            raise StoreError("this store holds chosen positions, not every token; use read()")
         out: list[np.ndarray | None] = [None] * self.manifest["n_rows"]
-        for path in self._chunks():
-            with safe_open(str(path), framework="pt") as f:
-                idx = f.get_tensor("row_index").numpy()
-                off = f.get_tensor("token_offsets").numpy()
-                x = f.get_tensor(key).float().numpy().astype(dtype, copy=False)
-            for j, row in enumerate(idx):
-                out[row] = x[off[j]:off[j + 1]]
+        for chunk in self._checked():
+            x, off = self._tensor(chunk, key, dtype), chunk.offsets
+            for j, row in enumerate(chunk.row_index):
+                out[row] = x[off[j]:off[j + 1]]  # type: ignore[index]
         return out  # type: ignore[return-value]
 
 
-__all__ = ["CacheConfig", "CacheStats", "FORMAT", "Store", "cache_activations", "check_store"]
+# --- verify_store -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreVerification:
+    """What :func:`verify_store` found."""
+
+    path: str
+    """The store directory."""
+    ok: bool
+    """No problems: every chunk present, whole, as written, and the store complete."""
+    problems: tuple[str, ...]
+    """One line per problem, naming the file and the fix."""
+    chunks: int
+    """Chunk files checked."""
+    rows: int
+    """Rows (texts) in the store, 0 when the manifest cannot be read."""
+    notes: tuple[str, ...] = ()
+    """Things that are not problems (a store written before per-chunk hashes, leftover temporary files)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["problems"], d["notes"] = list(self.problems), list(self.notes)
+        return d
+
+
+def verify_store(path: str | Path, full: bool = True) -> StoreVerification:
+    """Check the store at ``path`` and list every problem instead of raising: manifest integrity, rows,
+    every chunk's header and the coverage of the rows, and with ``full`` each chunk's sha256 and the
+    finiteness of every value. Re-running `riskscope cache` with the same arguments repairs what it names.
+
+    >>> verify_store("/nowhere").ok
+    False
+    """
+    root = Path(path)
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        m = read_manifest(root)
+    except StoreError as e:
+        return StoreVerification(str(root), False, (str(e),), 0, 0)
+    try:
+        rows: list[dict] | None = read_rows(root, m)
+    except StoreError as e:
+        problems.append(str(e))
+        rows = None
+    if "chunks" not in m:
+        notes.append("written before per-chunk hashes: chunks are checked for structure and finite values only; "
+                     "re-running `riskscope cache` with the same arguments adds the hashes")
+    present = [i for i in range(m["n_chunks"]) if (root / "chunks" / chunk_name(i)).is_file()]
+    if not m["complete"] or len(present) < m["n_chunks"]:
+        problems.append(f"{root} is incomplete ({len(present)}/{m['n_chunks']} chunks); re-run the same "
+                        f"`riskscope cache` command to resume it")
+    problems += [f"{root / 'chunks' / s}: not part of this store; move it away" for s in _stray_chunks(root, m["n_chunks"])]
+    folder = root / "chunks"
+    leftovers = sorted(p.name for p in folder.iterdir() if is_temp_name(p.name, CHUNK_FILE, safetensors=True)) \
+        if folder.is_dir() else []
+    if leftovers:
+        notes.append(f"{len(leftovers)} temporary file(s) left by an interrupted writer in {folder} (e.g. "
+                     f"{leftovers[0]}); the next `riskscope cache` run deletes them")
+    chunks: list[Chunk] = []
+    for i in present:
+        try:
+            chunk = check_chunk(root, m, i, _n_tokens(rows))
+            if full:
+                check_hash(chunk)
+                with safe_open(str(chunk.path), framework="pt") as f:
+                    for key in m["points"]:
+                        check_values(key, f.get_tensor(key).float().numpy(), chunk.path)
+            chunks.append(chunk)
+        except StoreError as e:
+            problems.append(str(e))
+        except Exception as e:  # the file changed between the header check and the read
+            problems.append(f"{root / 'chunks' / chunk_name(i)}: cannot be read ({str(e)[:80]}); {RECOMPUTE}")
+    if len(chunks) == len(present):
+        problem = coverage_problem(m, chunks)
+        if problem is not None:
+            problems.append(f"{root}: {problem}")
+    return StoreVerification(str(root), not problems, tuple(problems), len(present),
+                             len(rows) if rows is not None else m["n_rows"], tuple(notes))
+
+
+__all__ = ["FORMAT", "Store", "StoreVerification", "verify_store"]
