@@ -125,6 +125,9 @@ def register(app: typer.Typer) -> None:
                 prog.update(tasks[stage], completed=done, total=total)
 
             res = run_melbo(lm, train_prompts, cfg, ecfg, out_dir=out_dir, progress=progress)
+        from ..report import write_melbo_report
+
+        write_melbo_report(out_dir)
         m = res.metrics
         summary = {"out": str(out_dir), "report": str(Path(out_dir) / "report.html"), "model": lm.model_id,
                    "source": res.source, "target": res.target, "radius": res.radius,

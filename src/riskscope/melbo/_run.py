@@ -202,7 +202,7 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
               eval_config: EvalConfig = EvalConfig(), out_dir: str | Path | None = None,
               progress: Progress | None = None, embed: Embed | None = None) -> MelboResult:
     """Sweep R (if ``radius="auto"``), train, compare with random vectors of the same norm, cluster the
-    behaviours and, with ``out_dir``, write vectors, completions, metrics and ``report.html`` there.
+    behaviours and, with ``out_dir``, write vectors, completions and metrics there (:func:`save_run`).
     ``embed`` overrides ``eval_config.embedder`` (any ``texts -> (N, E)`` function)."""
     t_start = time.perf_counter()
     cfg, ecfg = config, eval_config
@@ -364,10 +364,9 @@ def _cluster_summary(cl, rows: list[dict], greedy: list[int], obj: list[float]) 
 
 
 def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | None = None) -> Path:
-    """Write config.json, vectors/ (or adapters/), random_*/, completions.jsonl, metrics.json,
-    clusters.json and report.html under ``out_dir`` (each file atomically)."""
-    from ._report import render_report
-
+    """Write config.json, vectors/ (or adapters/), random_*/, completions.jsonl, metrics.json and
+    clusters.json under ``out_dir`` (each file atomically); ``riskscope.report.write_melbo_report(out_dir)``
+    renders them as report.html."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RiskscopeError(f"--out {out} exists and is not a directory")
@@ -389,7 +388,6 @@ def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | N
     os.replace(out / f".completions.jsonl.{os.getpid()}.tmp", out / "completions.jsonl")
     atomic_text(out / "metrics.json", json.dumps(res.metrics, indent=1))
     atomic_text(out / "clusters.json", json.dumps(res.clusters, indent=1, ensure_ascii=False))
-    atomic_text(out / "report.html", render_report(res))
     return out
 
 
