@@ -23,6 +23,7 @@ from riskscope.melbo import (EvalConfig, MelboConfig, Positions, SteeredSlice, c
 from riskscope.melbo._evaluate import generate
 from riskscope.melbo import ngram_embedder
 from riskscope.melbo._train import train
+from riskscope.report import write_melbo_report
 from riskscope.steering import SteeringVector
 
 IDS = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14, 15]]
@@ -331,6 +332,8 @@ def test_run_writes_everything_and_leaves_model_alone(tmp_path):
     ecfg = EvalConfig(embedder="ngram", max_new_tokens=4, eval_prompts=("zz top",), samples=1, n_random=3)
     res = run_melbo(lm, ["<script>alert(1)</script>", "abc"], cfg, ecfg, out_dir=tmp_path)
     assert_untouched(lm, before)
+    assert not (tmp_path / "report.html").exists()  # the melbo package writes data; the report package the page
+    write_melbo_report(tmp_path)
     for name in ("config.json", "metrics.json", "clusters.json", "completions.jsonl", "report.html"):
         assert (tmp_path / name).is_file(), name
     html = (tmp_path / "report.html").read_text()

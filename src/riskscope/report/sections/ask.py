@@ -56,7 +56,8 @@ def build(run: Run, path: Path) -> Section:
     need(data, path, "results")
     results = data["results"] if isinstance(data["results"], list) else []
     ids = data.get("ids")
-    n = len(ids) if isinstance(ids, list) and ids else (results[0].get("n_texts") if results else 0)
+    n = len(ids) if isinstance(ids, list) and ids else (results[0].get("n_texts") if results else None)
+    n = n if isinstance(n, int) and not isinstance(n, bool) else "n/a"
     rows = _probe_rows(run, ids)
     templates = []
     for r in results:
