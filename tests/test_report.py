@@ -480,3 +480,37 @@ def test_melbo_page_escapes_and_reads_only_the_files(melbo_run, tmp_path):
     (out / "metrics.json").unlink()
     with pytest.raises(RiskscopeError, match=r"metrics\.json: not found"):
         write_melbo_report(out)
+
+
+def test_summarize_binary_is_the_probes_metrics():
+    """The one function the report calls for subsets: sklearn's numbers, the probes' pair accuracy and interval."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from riskscope.probes import auc_ci, pair_accuracy, pair_count
+
+    rng = np.random.default_rng(1)
+    y = np.tile([1, 0], 30)
+    groups = np.repeat([f"p{i}" for i in range(30)], 2)
+    groups[:4] = ["a", "b", "c", "d"]  # four unpaired texts
+    s = np.clip(0.5 + 0.2 * (y - 0.5) + rng.normal(0, 0.2, len(y)), 0, 1)
+    m = summarize_binary(y, s, groups, n_boot=300, level=0.9, seed=3)
+    assert m.auc == roc_auc_score(y, s) and m.auc_ci == auc_ci(y, s, groups, 300, 0.9, 3)
+    assert m.pair_accuracy == pair_accuracy(y, s, groups) and m.n_pairs == pair_count(y, groups) == 28
+    assert [[m.tn, m.fp], [m.fn, m.tp]] == confusion_matrix(y, s >= 0.5).tolist()
+    assert m.accuracy == pytest.approx(accuracy_score(y, s >= 0.5)) and m.f1 == pytest.approx(f1_score(y, s >= 0.5))
+    few = summarize_binary(y[:8], s[:8], groups[:8], min_groups=10)
+    assert math.isnan(few.auc_ci[0]) and math.isfinite(few.auc)
+    one_class = summarize_binary(y[y == 1], s[y == 1], groups[y == 1])
+    assert math.isnan(one_class.auc) and math.isnan(one_class.false_positive_rate) and one_class.n_neg == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", r"config\.json:1: invalid JSON"),
+    ('{"melbo": {"n_vectors": 0}}', r"config\.json: field 'melbo'"),
+])
+def test_melbo_page_names_a_broken_file(tmp_path, content, message):
+    (tmp_path / "config.json").write_text(content)
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(RiskscopeError, match=message):
+        write_melbo_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()

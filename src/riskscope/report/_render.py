@@ -63,6 +63,11 @@ def fmt_ci(ci, digits: int = 2) -> str:
     return NA if NA in (lo, hi) else f"{lo}–{hi}"
 
 
+def show(x) -> str:
+    """Any value as page text: ``"n/a"`` for a missing one (None)."""
+    return NA if x is None else x if isinstance(x, str) else str(x)
+
+
 def pct(x) -> str:
     """``0.42 -> "42%"``; ``"n/a"`` if not a number."""
     v = number(x)
@@ -80,7 +85,7 @@ def environment() -> Environment:
     autoescaping on for every template, undefined names are errors."""
     env = Environment(loader=PackageLoader("riskscope.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(num=fmt, g=fmt_g, ci=fmt_ci, pct=pct, json=to_json)
+    env.filters.update(num=fmt, g=fmt_g, ci=fmt_ci, pct=pct, show=show, json=to_json)
     return env
 
 
@@ -118,4 +123,4 @@ def write_html(path: str | os.PathLike, html: str) -> Path:
 
 
 __all__ = ["NA", "Section", "environment", "fmt", "fmt_ci", "fmt_g", "number", "pct", "render_string",
-           "render_template", "section", "write_html"]
+           "render_template", "section", "show", "write_html"]

@@ -20,7 +20,7 @@ from ..._io import iter_jsonl
 from ...errors import RiskscopeError
 from ...melbo import EvalConfig, MelboConfig
 from .._charts import Chart, new_figure, to_chart
-from .._render import Section, fmt_g, number, render_template, section, write_html
+from .._render import Section, fmt_g, number, render_template, section, show, write_html
 from .._run import read_json
 
 SUMMARY_KEYS = (("diversity", "diversity (mean pairwise cosine distance)"), ("diversity_fluent", "diversity among fluent"),
@@ -176,8 +176,8 @@ def _facts(run: MelboRun) -> list[tuple[str, str]]:
     objective = m.get("objective") if isinstance(m.get("objective"), dict) else {}
     n = len(objective.get("learned") or []) or cfg.n_vectors
     facts = [("model", model.get("model")), ("family", model.get("family")),
-             ("perturbation", f"{cfg.kind} added to mlp_out.{c.get('source')}"),
-             ("target", f"resid_post.{c.get('target')}"),
+             ("perturbation", f"{cfg.kind} added to mlp_out.{show(c.get('source'))}"),
+             ("target", f"resid_post.{show(c.get('target'))}"),
              ("R", f"{fmt_g(c.get('radius'), 4)} ({radius.get('chosen_by', 'given')}; residual norm "
                    f"{fmt_g(radius.get('residual_norm'), 4)})"),
              ("p, q", f"{cfg.p:g}, {cfg.q:g}"), ("positions", cfg.positions), ("orthogonal", cfg.ortho),
@@ -243,7 +243,7 @@ def melbo_sections(run: MelboRun) -> list[Section]:
     if isinstance(sweep, dict):
         sections.append(section(
             "radius", "Choosing R", "Choosing R", "melbo_radius", chart=_sweep_chart(sweep),
-            vectors=sweep.get("vectors_per_radius"), steps=sweep.get("steps"), note=_extension_note(sweep),
+            vectors=show(sweep.get("vectors_per_radius")), steps=show(sweep.get("steps")), note=_extension_note(sweep),
             rows=[[fmt_g(x.get("radius"), 4), fmt_g(x.get("diversity_fluent")), fmt_g(x.get("fluent_fraction")),
                    fmt_g(x.get("objective_mean"))] for x in sweep.get("curve") or [] if isinstance(x, dict)]))
     sections.append(section("training", "Training", "Training", "melbo_training",
