@@ -1,16 +1,21 @@
 """The report and the MELBO page in a real browser: Chromium (the system one) driven by playwright.
 
-A tiny random model's 50-pair run through the CLI with every analysis, and a tiny MELBO run
-through the CLI, rendered at 1000, 1400 and 1600 px: every section is there, nothing needs a
+A tiny random model's 50-pair run through the CLI with every analysis (and a copy with long
+unbroken words in its texts, categories and hook names), and a tiny MELBO run through the CLI,
+rendered at 1000, 1400 and 1600 px: every section is there, nothing needs a
 horizontal scrollbar or sticks out of the window or its card, the console stays clean.
 Skips, saying what to install, without Chromium or playwright.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+
+from riskscope.report import write_report
 
 from test_report import tiny_melbo_run, tiny_run
 
@@ -57,10 +62,26 @@ def browser():
         b.close()
 
 
+def _long_words(run: Path, out: Path) -> Path:
+    """A copy of ``run`` whose category, texts, a hook name and an extra metric are long unbroken words."""
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("store"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["results"][1]["hook"] = "h" * 150
+    metrics["results"][1]["an_extra_key_name_of_fifty_characters_and_no_space"] = "v" * 80
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    for p in preds[:4]:
+        p.update(category="c" * 120, text="https://example.org/" + "x" * 300)
+    (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return write_report(out)
+
+
 @pytest.fixture(scope="module")
 def pages(browser, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("browser")
-    return {"report": tiny_run(root, n_pairs=50) / "report.html", "melbo": tiny_melbo_run(root) / "report.html"}
+    run = tiny_run(root, n_pairs=50)
+    return {"report": run / "report.html", "long words": _long_words(run, root / "long"),
+            "melbo": tiny_melbo_run(root, prompts=("How do I pick a lock?", "abc " + "y" * 40)) / "report.html"}
 
 
 def _open(browser, path: Path, width: int):
@@ -73,7 +94,8 @@ def _open(browser, path: Path, width: int):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("kind, anchors", [("report", REPORT_SECTIONS), ("melbo", MELBO_SECTIONS)])
+@pytest.mark.parametrize("kind, anchors", [("report", REPORT_SECTIONS), ("long words", REPORT_SECTIONS),
+                                           ("melbo", MELBO_SECTIONS)])
 def test_page_fits_every_width(browser, pages, kind, anchors, width):
     page, errors = _open(browser, pages[kind], width)
     try:
@@ -81,7 +103,7 @@ def test_page_fits_every_width(browser, pages, kind, anchors, width):
         assert not missing, f"sections missing: {missing}"
         links = page.eval_on_selector_all("nav a", "els => els.map(a => a.getAttribute('href').slice(1))")
         assert set(links) == set(anchors) and all(page.locator(f"#{a}").count() == 1 for a in links)
-        assert page.locator("svg").count() >= (5 if kind == "report" else 4)
+        assert page.locator("svg").count() >= (4 if kind == "melbo" else 5)  # 2 hooks, ROC, severity, heatmap
         bad = page.evaluate(LAYOUT)
         assert not bad, "\n".join(bad[:20])
         assert not errors, errors

@@ -143,7 +143,7 @@ def test_verdict_and_tables_carry_the_numbers(run_dir, report):
     y, s = np.array([p["label"] for p in preds]), np.array([p["score"] for p in preds])
     cat = np.array([p["category"] for p in preds])
     for c in CATEGORIES:
-        assert f"<td>{c}</td>" in report
+        assert f'<td class="free">{c}</td>' in report
         assert f'<td class="num">{roc_auc_score(y[cat == c], s[cat == c]):.3f}</td>' in report
     tp, fp = int(((s >= 0.5) & (y == 1)).sum()), int(((s >= 0.5) & (y == 0)).sum())
     assert f"catches {tp} of {int(y.sum())} risky texts and wrongly flags {fp} of {int((y == 0).sum())}" in report
@@ -198,7 +198,7 @@ def test_predictions_without_pairs_or_severity(fresh_run):
     (fresh_run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     text = write_report(fresh_run).read_text()
     assert "has no severity values" in text
-    assert '<td>phishing</td><td class="num">4</td><td class="num">4</td><td class="num">0</td>' in text  # no pairs
+    assert '<td class="free">phishing</td><td class="num">4</td><td class="num">4</td><td class="num">0</td>' in text  # no pairs
     assert "0.00–1.00" not in text  # 4 pairs per category: too few for a bootstrap interval
 
 
@@ -402,7 +402,7 @@ def test_summaries_from_predictions_equal_metrics_json(real_run):
 
 def test_real_run_sections_show_the_analyses(real_run):
     html = (real_run / "report.html").read_text()
-    assert re.search(r"<td>L\d\.top\d+</td>", _section(html, "neurons"))  # clamped groups, with their controls
+    assert re.search(r"<td class=\"free\">L\d\.top\d+</td>", _section(html, "neurons"))  # clamped groups, with their controls
     assert "<svg" in _section(html, "neurons") and "boosts" in _section(html, "neurons")
     assert "&lt;58&gt;" in _section(html, "traces") and "<58>" not in html  # the tiny tokenizer's tokens
     ask = _section(html, "ask")

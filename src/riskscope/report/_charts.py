@@ -38,9 +38,13 @@ class Chart:
     """What the chart shows, for ``aria-label`` (plain text; the template escapes it)."""
 
 
-def plain(text) -> str:
-    """``text`` for a matplotlib label: ``$`` escaped so it is not read as mathtext."""
-    return str(text).replace("$", r"\$")
+def plain(text, limit: int = 48) -> str:
+    """``text`` for a matplotlib label: shortened to ``limit`` characters (a long name would squeeze the
+    axes away) and ``$`` escaped so it is not read as mathtext."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def new_figure(w: float, h: float, grid: bool = True) -> tuple[Figure, object]:

@@ -69,7 +69,7 @@ def roc_chart(results: list[LayerResult], lexical: Baseline | None, key: str = "
     fig, ax = new_figure(5.6, 4.8)
     for r, color in zip(results, (BLUE, PURPLE, GREEN)):
         c = _thin(r.roc)
-        ax.plot(c.fpr, c.tpr, color=color, linewidth=1.9, label=plain(f"{r.name}  (AUC {r.auc:.2f})"))
+        ax.plot(c.fpr, c.tpr, color=color, linewidth=1.9, label=f"{plain(r.name, 32)}  (AUC {r.auc:.2f})")
     if lexical is not None and lexical.roc is not None:
         c = _thin(lexical.roc)
         auc = f"{lexical.auc:.2f}" if math.isfinite(lexical.auc) else "n/a"

@@ -224,8 +224,11 @@ def _metrics(run: Run) -> Section:
                      ""] + [""] * len(extras))
         classes.append("total")
     head = ["Hook", "Layer", "AUC", "95% CI", "F1", "Accuracy", "Pair accuracy", "Shuffled AUC"] + extras
+    numeric = [all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                   for v in (r.extra.get(k) for r in rs)) for k in extras]
     return section("metrics", "All metrics", "All per-layer metrics", "metrics", head=head, rows=rows,
-                   classes=classes, num=tuple(range(1, len(head))))
+                   classes=classes, num=tuple(range(1, 8)) + tuple(8 + i for i, n in enumerate(numeric) if n),
+                   free=(0,) + tuple(8 + i for i, n in enumerate(numeric) if not n))
 
 
 def _config(run: Run) -> Section:
