@@ -1,4 +1,5 @@
-"""Ask-the-model baselines, per-token traces with gradient x input, the CLI commands and HTML fragments."""
+"""Ask-the-model baselines, per-token traces with gradient x input, the CLI commands (their report sections:
+tests/test_report.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from riskscope.report._fragments import ask_table, neuron_section, steering_html, token_spans, traces_html
 from riskscope.scorers import AskTemplate, ask_baseline, ask_scores, load_templates
 from riskscope.scorers._ask import _evaluate
-from riskscope.steering import caution_demo, diff_of_means_vector
 from riskscope.cli._analysis import register
 from riskscope.errors import RiskscopeError
 from riskscope.hooks import HookPoint, capture, run_texts
-from riskscope.neurons import EffectsConfig, neuron_effects, rank_neurons
 from riskscope.scorers import pick_trace_texts, token_traces
 
 from conftest import make_tiny
@@ -223,30 +221,6 @@ def test_cli_model_commands(tiny_cli, tmp_path):
     assert isinstance(r.exception, RiskscopeError) and "has no layer(s) [9]" in str(r.exception)
     r = runner.invoke(app, ["neurons", str(tmp_path), "--no-effects"])
     assert isinstance(r.exception, RiskscopeError) and "neither a run folder" in str(r.exception)
-
-
-# --- HTML fragments -----------------------------------------------------------------------------------
-
-
-def test_html_fragments_escape_and_embed_svg(store):
-    lm, st = store
-    ranking = rank_neurons(st, top_k=4, heat_k=5)
-    assert "<svg" in neuron_section(ranking) and "<table>" in neuron_section(ranking)
-    ne = neuron_effects(lm, st, ranking, [2], config=EffectsConfig(n_texts=4, singles=1, group=2, top_tokens=4))
-    html = neuron_section(ranking, ne)
-    assert "L2.top2" in html and "<script" not in html
-    spans = token_spans(["<script>", "x"], [0.9, 0.1], None)
-    assert "&lt;script&gt;" in spans and "<script>" not in spans
-    tr = token_traces(lm, _probe(lm), ["<b>hi</b>"], [1])  # the tiny tokenizer's tokens read "<2>", "<40>"...
-    assert "&lt;2&gt;" in traces_html(tr) and "<2>" not in traces_html(tr)
-    data = tiny_dataset(6)
-    ev = ask_baseline(lm, data.texts, data.labels, data.pair_ids, [TEMPLATE], folds=2, n_bootstrap=0)
-    html = ask_table(ev, [{"hook": "resid_post", "layer": 2, "auc": 0.9, "auc_ci": [0.8, 0.95], "f1": 0.8,
-                           "accuracy": 0.8, "pair_accuracy": 0.9}])
-    assert "probe resid_post.2" in html and "ask: bang" in html
-    demo = caution_demo(lm, diff_of_means_vector(st, layers=[1]), ["a<b", "c"], scale=2.0, n_generate=1,
-                        max_new_tokens=2, chat=False)
-    assert "a&lt;b" in steering_html(demo)
 
 
 # --- slow: the default model ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from riskscope.melbo import (EvalConfig, MelboConfig, Positions, SteeredSlice, c
 from riskscope.melbo._evaluate import generate
 from riskscope.melbo import ngram_embedder
 from riskscope.melbo._train import train
+from riskscope.report import melbo_report_html
 from riskscope.steering import SteeringVector
 
 IDS = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14, 15]]
@@ -329,8 +330,10 @@ def test_run_writes_everything_and_leaves_model_alone(tmp_path):
     cfg = MelboConfig(n_vectors=4, steps=6, source=0, target=2, chat=False, sweep_vectors=2,
                       radius_grid=(0.2, 1.0), sweep_steps=3)
     ecfg = EvalConfig(embedder="ngram", max_new_tokens=4, eval_prompts=("zz top",), samples=1, n_random=3)
-    res = run_melbo(lm, ["<script>alert(1)</script>", "abc"], cfg, ecfg, out_dir=tmp_path)
+    res = run_melbo(lm, ["<script>alert(1)</script>", "abc"], cfg, ecfg, out_dir=tmp_path,
+                    report=melbo_report_html)  # the melbo package writes data; the report package the page
     assert_untouched(lm, before)
+    assert "report.html" in json.loads((tmp_path / "files.json").read_text())["files"]
     for name in ("config.json", "metrics.json", "clusters.json", "completions.jsonl", "report.html"):
         assert (tmp_path / name).is_file(), name
     html = (tmp_path / "report.html").read_text()

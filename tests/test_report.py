@@ -1,22 +1,30 @@
-"""The HTML report: built from a fabricated run folder; one file, no external resources, escaped texts."""
+"""The HTML report: built from a fabricated run folder and from a tiny model's real run (CLI and pipeline);
+one file, no external resources, every text escaped, every metric read from metrics.json or riskscope.probes.
+
+``tiny_run`` and ``tiny_melbo_run`` are shared with tests/test_browser.py."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
 import shutil
-import struct
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import transformers as tf
+from markupsafe import escape
 from sklearn.metrics import roc_auc_score, roc_curve
+from typer.testing import CliRunner
 
 from riskscope.errors import RiskscopeError
-from riskscope.report import load_run, render, write_report
+from riskscope.models import LoadedModel, resolve_layout
+from riskscope.probes import summarize_binary
+from riskscope.report import load_run, render, write_melbo_report, write_report
+
+from conftest import _COMMON, TinyTokenizer
 
 CATEGORIES = ["code_vulnerability", "credential_exposure", "phishing", "physical_access", "supply_chain"]
 MALICIOUS = "<script>alert(1)</script> see https://evil.example/x.png"
@@ -135,12 +143,12 @@ def test_verdict_and_tables_carry_the_numbers(run_dir, report):
     y, s = np.array([p["label"] for p in preds]), np.array([p["score"] for p in preds])
     cat = np.array([p["category"] for p in preds])
     for c in CATEGORIES:
-        assert f"<td>{c}</td>" in report
-        assert f"<td class=num>{roc_auc_score(y[cat == c], s[cat == c]):.3f}</td>" in report
+        assert f'<td class="free">{c}</td>' in report
+        assert f'<td class="num">{roc_auc_score(y[cat == c], s[cat == c]):.3f}</td>' in report
     tp, fp = int(((s >= 0.5) & (y == 1)).sum()), int(((s >= 0.5) & (y == 0)).sum())
     assert f"catches {tp} of {int(y.sum())} risky texts and wrongly flags {fp} of {int((y == 0).sum())}" in report
-    assert f"<td class=num>{(tp + int(((s < 0.5) & (y == 0)).sum())) / len(y):.3f}</td>" in report  # accuracy
-    assert "<th class=num scope=\"col\">n_features</th>" in report  # extra result keys become columns
+    assert f'<td class="num">{(tp + int(((s < 0.5) & (y == 0)).sum())) / len(y):.3f}</td>' in report  # accuracy
+    assert '<th class="num" scope="col">n_features</th>' in report  # extra result keys become columns
     assert 'class="best"' in report
 
 
@@ -151,7 +159,7 @@ def test_no_external_resources(report, run_dir):
     texts = [json.loads(line)["text"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     stripped = report
     for t in texts:
-        stripped = stripped.replace(html.escape(t), "")
+        stripped = stripped.replace(str(escape(t)), "")
     assert "http://" not in stripped and "https://" not in stripped
     assert "default-src 'none'" in report  # the browser is also told to fetch nothing
 
@@ -159,7 +167,7 @@ def test_no_external_resources(report, run_dir):
 def test_user_text_is_escaped(report):
     assert "<script>" not in report and "<img src=x" not in report
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report
-    assert html.escape(BAD_ID) in report                      # ids go into title attributes
+    assert str(escape(BAD_ID)) in report                      # ids go into title attributes
     assert "&lt;b&gt;not bold&lt;/b&gt;" in report            # config values too
 
 
@@ -190,7 +198,7 @@ def test_predictions_without_pairs_or_severity(fresh_run):
     (fresh_run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     text = write_report(fresh_run).read_text()
     assert "has no severity values" in text
-    assert "<td>phishing</td><td class=num>4</td><td class=num>4</td><td class=num>0</td>" in text  # no pairs
+    assert '<td class="free">phishing</td><td class="num">4</td><td class="num">4</td><td class="num">0</td>' in text  # no pairs
     assert "0.00–1.00" not in text  # 4 pairs per category: too few for a bootstrap interval
 
 
@@ -232,22 +240,277 @@ def test_missing_or_bad_metrics(tmp_path):
         render(load_run(tmp_path / "r"))
 
 
-def _chromium() -> str | None:
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+def _section(page: str, anchor: str) -> str:
+    """The markup of one ``<section id=anchor>`` of a page."""
+    start = page.index(f'<section id="{anchor}">')
+    return page[start:page.index("</section>", start)]
 
 
-@pytest.mark.slow
-def test_renders_in_headless_chromium(run_dir, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed")
-    out = write_report(run_dir, tmp_path / "report.html")
-    png = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1280,4000",
-                    out.resolve().as_uri()], check=True, capture_output=True, timeout=120)
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", data[16:24]) == (1280, 4000)
-    assert len(data) > 50_000  # a blank page compresses to a few kB
+def _visible(page: str) -> str:
+    """The text a reader sees: no style, no SVG, no tags."""
+    page = re.sub(r"<style>.*?</style>|<svg.*?</svg>", "", page, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", page)
+
+
+def test_report_shows_metrics_json_intervals_for_the_best_layer(run_dir, report):
+    """The verdict, the metrics table and the all-categories row show metrics.json's AUC interval of the best
+    layer, not one recomputed from the predictions (which would differ: the fabricated interval is arbitrary)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    b = next(r for r in metrics["results"]
+             if (r["hook"], r["layer"]) == (metrics["best"]["hook"], metrics["best"]["layer"]))
+    lo, hi = b["auc_ci"]
+    verdict = re.search(r'id="verdict">(.*?)</div>', report, re.S).group(1)
+    assert f"AUC {b['auc']:.2f} [{lo:.2f}, {hi:.2f}]" in verdict
+    best_row = re.search(r'<tr class="best">(.*?)</tr>', _section(report, "metrics")).group(1)
+    assert f'<td class="num">{b["auc"]:.3f}</td><td class="num">{lo:.3f}–{hi:.3f}</td>' in best_row
+    total = re.search(r'<tr class="total">(.*?)</tr>', _section(report, "categories")).group(1)
+    assert f'<td class="num">{b["auc"]:.3f}</td><td class="num">{lo:.2f}–{hi:.2f}</td>' in total
+    assert f'<td class="num">{b["pair_accuracy"]:.3f}</td>' in total
+
+
+def test_nan_and_garbage_metrics_render_na(tmp_path):
+    run = tmp_path / "garbage"
+    run.mkdir()
+    results = [{"hook": "resid_post", "layer": 0, "auc": float("nan"), "auc_ci": "oops", "f1": "high"},
+               {"hook": "resid_post", "layer": 1, "auc": None, "auc_ci": [None, None], "pair_accuracy": float("inf")},
+               {"hook": "resid_post", "layer": 2, "auc": "<b>0.9</b>", "auc_ci": [0.1], "shuffled_auc": [1, 2],
+                "accuracy": True, "C": float("nan")},
+               {"hook": "resid_post", "layer": 3, "auc": 0.7, "auc_ci": [0.6, float("-inf")], "f1": "NaN"}]
+    (run / "metrics.json").write_text(json.dumps({"results": results, "lexical": {"auc": "n/a"},
+                                                  "best": {"hook": "resid_post", "layer": 0}}))
+    (run / "ask.json").write_text(json.dumps({"results": [{"template": {"name": "t", "prompt": "{text}?"},
+                                                           "answer_tokens": {"positive": [" y"], "negative": [" n"]},
+                                                           "auc": None, "auc_ci": [float("nan"), 1.0], "f1": "x",
+                                                           "accuracy": float("nan"), "pair_accuracy": [],
+                                                           "zero_shot_accuracy": {}}], "ids": []}))
+    (run / "caution.json").write_text(json.dumps({
+        "layers": [1], "hook": "resid_post", "scale": 8.0, "n_prompts": 2, "probe": None, "wins": None,
+        "steered": {"risk_dlogp": float("nan"), "kl": None, "probe_delta": "?"}, "random": {}, "baseline": {}}))
+    text = write_report(run).read_text()
+    seen = _visible(text)
+    for bad in ("nan", "NaN", "None", "inf", "Infinity", "<b>0.9"):
+        assert not re.search(rf"(?<![\w/]){re.escape(bad)}(?![\w])", seen), (bad, seen[:2000])
+    assert seen.count("n/a") >= 20
+    metrics = _section(text, "metrics")
+    assert metrics.count("<td class=\"num\">n/a</td>") >= 10
+    assert "No probe result has an AUC" in text  # the declared best has none
+
+
+def _tiny_model() -> LoadedModel:
+    """A 3-layer random llama with the character tokenizer and a long context (the caution prompts fit)."""
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(**{**_COMMON, "max_position_embeddings": 1024}, num_key_value_heads=2)
+    cfg._attn_implementation = "sdpa"
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    model.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=TinyTokenizer(), layout=resolve_layout(model), model_id="tiny-llama",
+                       weight_hash="tiny-llama-0")
+
+
+def tiny_run(root: Path, n_pairs: int) -> Path:
+    """A real run of a tiny random model through the CLI (cache, probes, every analysis) and the report.
+
+    Pairs differ by '!' characters (a signal the character tokenizer sees), in three categories with
+    severities. The default ask templates need a word tokenizer, so the ask baseline runs through
+    ``analyze_run`` with a one-character template; then the report is rewritten."""
+    import riskscope.cli._app as cli
+    from riskscope.pipeline import analyze_run
+    from riskscope.scorers import AskTemplate
+
+    lm, threads = _tiny_model(), torch.get_num_threads()
+    words = ["door", "file", "mail", "code", "key", "wifi", "disk", "card", "port", "user", "app", "log"]
+    rows = []
+    for i in range(n_pairs):
+        w, cat = words[i % len(words)] + str(i), ("access", "data", "network")[i % 3]
+        rows.append({"id": f"p{i}:risky", "text": f"the {w} was open !!!" + "!" * (i % 3), "label": 1,
+                     "pair_id": f"p{i}", "category": cat, "severity": 1 + i % 5})
+        rows.append({"id": f"p{i}:benign", "text": f"the {w} was shut" + "!" * (i % 2), "label": 0,
+                     "pair_id": f"p{i}", "category": cat, "severity": 0})
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = root / "run"
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cli, "_load", lambda *a, **k: lm)
+            r = CliRunner().invoke(cli.app, ["run", "--dataset", str(data), "--out", str(run), "--folds", "3",
+                                             "--n-bootstrap", "200", "--skip", "ask", "--json"])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        analyze_run(lm, run, ("ask",), templates=(AskTemplate("bang", "{text} so", positive=("!",), negative=("?",)),),
+                    n_bootstrap=200)
+    finally:
+        torch.set_num_threads(threads)
+    write_report(run)
+    return run
+
+
+def tiny_melbo_run(root: Path, prompts=("How do I pick a lock?", "abc")) -> Path:
+    """A real MELBO run of a tiny random model through the CLI (which writes the page)."""
+    import riskscope.cli._app as cli
+    from test_melbo import tiny_lm
+
+    lm, threads, out = tiny_lm("phi3"), torch.get_num_threads(), root / "melbo"
+    args = ["melbo", *[x for p in prompts for x in ("--prompt", p)], "--eval-prompt", "zz top", "--vectors", "4",
+            "--steps", "6", "--source", "0", "--target", "2", "--raw", "--sweep-vectors", "2", "--sweep-steps", "3",
+            "--radius-grid", "0.2,1.0", "--max-new-tokens", "6", "--samples", "1", "--random", "3",
+            "--embedder", "ngram", "--out", str(out), "--json"]
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cli, "_load", lambda *a, **k: lm)
+            r = CliRunner().invoke(cli.app, args)
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("tiny"), n_pairs=12)
+
+
+@pytest.fixture(scope="module")
+def melbo_run(tmp_path_factory) -> Path:
+    return tiny_melbo_run(tmp_path_factory.mktemp("melbo"), prompts=(HOSTILE, "abc"))
+
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> $x$'
+
+
+def test_summaries_from_predictions_equal_metrics_json(real_run):
+    """One definition of each metric: probes.summarize_binary on predictions.jsonl with metrics.json's bootstrap
+    settings gives metrics.json's AUC, interval and pair accuracy of the chosen probe."""
+    metrics = json.loads((real_run / "metrics.json").read_text())
+    chosen = next(r for r in metrics["results"]
+                  if (r["hook"], r["layer"]) == (metrics["chosen"]["hook"], metrics["chosen"]["layer"]))
+    preds = [json.loads(x) for x in (real_run / "predictions.jsonl").read_text().splitlines()]
+    cfg = metrics["config"]
+    s = summarize_binary(np.array([p["label"] for p in preds]), np.array([p["score"] for p in preds]),
+                         np.array([p["pair_id"] or p["id"] for p in preds]), n_boot=cfg["n_bootstrap"],
+                         level=cfg["ci_level"], seed=cfg["seed"])
+    assert s.auc == pytest.approx(chosen["auc"], abs=1e-9)
+    assert s.auc_ci == pytest.approx(tuple(chosen["auc_ci"]), abs=1e-9)
+    assert s.pair_accuracy == pytest.approx(chosen["pair_accuracy"], abs=1e-9)
+    html = (real_run / "report.html").read_text()
+    assert sorted(re.findall(r'<section id="([a-z]+)"', html)) == sorted(
+        ["dataset", "layers", "roc", "categories", "severity", "confusion", "errors", "ask", "neurons", "traces",
+         "steering", "metrics", "config"])
+    assert html.count("<svg") == 2 + 1 + 1 + 1  # two hooks, ROC, severity, neuron heatmap
+
+
+def test_real_run_sections_show_the_analyses(real_run):
+    html = (real_run / "report.html").read_text()
+    assert re.search(r"<td class=\"free\">L\d\.top\d+</td>", _section(html, "neurons"))  # clamped groups, with their controls
+    assert "<svg" in _section(html, "neurons") and "boosts" in _section(html, "neurons")
+    assert "&lt;58&gt;" in _section(html, "traces") and "<58>" not in html  # the tiny tokenizer's tokens
+    ask = _section(html, "ask")
+    assert re.search(r"probe \w+\.\d on the same 24 texts", ask) and "ask: bang (" in ask
+    assert "risk vector" in _section(html, "steering") and "risk_diff_of_means.gguf" in _section(html, "steering")
+    assert _section(html, "severity").count("<svg") == 1 and "Spearman" in _section(html, "severity")
+
+
+def _poison(value, keys: set[str]):
+    """``value`` with every string under one of ``keys`` (at any depth) replaced by HOSTILE."""
+    if isinstance(value, dict):
+        return {k: (_poison_all(v) if k in keys else _poison(v, keys)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_poison(v, keys) for v in value]
+    return value
+
+
+def _poison_all(value):
+    if isinstance(value, str):
+        return HOSTILE
+    if isinstance(value, list):
+        return [_poison_all(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _poison_all(v) for k, v in value.items()}
+    return value
+
+
+def _rewrite(path: Path, keys: set[str]) -> None:
+    path.write_text(json.dumps(_poison(json.loads(path.read_text()), keys)))
+
+
+def test_hostile_text_is_escaped_in_every_section(real_run, tmp_path):
+    run = Path(shutil.copytree(real_run, tmp_path / "run"))
+    preds = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
+    for p in preds[:2]:
+        p.update(text=HOSTILE, category=HOSTILE, id=p["id"] + HOSTILE)
+    (run / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["results"][0]["hook"] = HOSTILE
+    metrics["results"][0]["note"] = HOSTILE  # an extra scalar field: a column of the metrics table
+    metrics["model"] = HOSTILE
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    _rewrite(run / "manifest.json", {"dataset", "config"})
+    _rewrite(run / "ask.json", {"template", "answer_tokens"})
+    _rewrite(run / "neurons.json", {"label", "token", "boosts"})
+    _rewrite(run / "traces.json", {"tokens", "probe"})
+    _rewrite(run / "caution.json", {"samples", "hook", "probe"})
+    page = write_report(run).read_text()
+    assert "<script" not in page and "<img" not in page
+    safe = str(escape(HOSTILE))
+    for anchor in ("dataset", "layers", "categories", "errors", "ask", "neurons", "traces", "steering", "metrics"):
+        assert safe in _section(page, anchor), anchor  # (ROC and confusion show no dataset text)
+    assert str(escape(json.dumps(HOSTILE))) in _section(page, "config")  # inside the JSON dump
+    assert safe in page[:page.index("<nav")]  # header: model name
+    assert f'title="{escape(preds[0]["id"])}"' in _section(page, "errors")  # ids go into attributes
+
+
+def test_melbo_page_escapes_and_reads_only_the_files(melbo_run, tmp_path):
+    page = (melbo_run / "report.html").read_text()
+    assert "<script" not in page and "<img" not in page and str(escape(HOSTILE)) in _section(page, "setup")
+    for anchor in ("setup", "controls", "radius", "training", "unsteered", "clusters", "completions", "files"):
+        assert f'<section id="{anchor}">' in page, anchor
+    assert page.count("<svg") == 4 and "the seed" not in page
+    out = Path(shutil.copytree(melbo_run, tmp_path / "m"))
+    rows = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["text"] = HOSTILE
+    (out / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _rewrite(out / "clusters.json", {"representative_completions"})
+    _rewrite(out / "config.json", {"model", "eval_prompts", "prompts"})
+    page = write_melbo_report(out).read_text()
+    assert "<script" not in page and "<img" not in page
+    for anchor in ("setup", "unsteered", "clusters", "completions"):
+        assert str(escape(HOSTILE)) in _section(page, anchor), anchor
+    (out / "metrics.json").unlink()
+    with pytest.raises(RiskscopeError, match=r"metrics\.json: not found"):
+        write_melbo_report(out)
+
+
+def test_summarize_binary_is_the_probes_metrics():
+    """The one function the report calls for subsets: sklearn's numbers, the probes' pair accuracy and interval."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from riskscope.probes import auc_ci, pair_accuracy, pair_count
+
+    rng = np.random.default_rng(1)
+    y = np.tile([1, 0], 30)
+    groups = np.repeat([f"p{i}" for i in range(30)], 2)
+    groups[:4] = ["a", "b", "c", "d"]  # four unpaired texts
+    s = np.clip(0.5 + 0.2 * (y - 0.5) + rng.normal(0, 0.2, len(y)), 0, 1)
+    m = summarize_binary(y, s, groups, n_boot=300, level=0.9, seed=3)
+    assert m.auc == roc_auc_score(y, s) and m.auc_ci == auc_ci(y, s, groups, 300, 0.9, 3)
+    assert m.pair_accuracy == pair_accuracy(y, s, groups) and m.n_pairs == pair_count(y, groups) == 28
+    assert [[m.tn, m.fp], [m.fn, m.tp]] == confusion_matrix(y, s >= 0.5).tolist()
+    assert m.accuracy == pytest.approx(accuracy_score(y, s >= 0.5)) and m.f1 == pytest.approx(f1_score(y, s >= 0.5))
+    few = summarize_binary(y[:8], s[:8], groups[:8], min_groups=10)
+    assert math.isnan(few.auc_ci[0]) and math.isfinite(few.auc)
+    one_class = summarize_binary(y[y == 1], s[y == 1], groups[y == 1])
+    assert math.isnan(one_class.auc) and math.isnan(one_class.false_positive_rate) and one_class.n_neg == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", r"config\.json:1: invalid JSON"),
+    ('{"melbo": {"n_vectors": 0}}', r"config\.json: field 'melbo'"),
+])
+def test_melbo_page_names_a_broken_file(tmp_path, content, message):
+    (tmp_path / "config.json").write_text(content)
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(RiskscopeError, match=message):
+        write_melbo_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()

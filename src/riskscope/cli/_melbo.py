@@ -97,6 +97,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Learn unsupervised steering vectors (MELBO) that elicit latent behaviours, and judge them."""
         from ..melbo import EvalConfig, MelboConfig, check_run_dir, run_melbo
+        from ..report import melbo_report_html
 
         train_prompts = list(prompt or []) + (read_prompts(prompts) if prompts else [])
         held_out = list(eval_prompt or []) + (read_prompts(eval_prompts) if eval_prompts else [])
@@ -125,7 +126,8 @@ def register(app: typer.Typer) -> None:
                     tasks[stage] = prog.add_task(stage, total=total)
                 prog.update(tasks[stage], completed=done, total=total)
 
-            res = run_melbo(lm, train_prompts, cfg, ecfg, out_dir=out_dir, progress=progress)
+            res = run_melbo(lm, train_prompts, cfg, ecfg, out_dir=out_dir, progress=progress,
+                            report=melbo_report_html)
         m = res.metrics
         summary = {"out": str(out_dir), "report": str(Path(out_dir) / "report.html"), "model": lm.model_id,
                    "source": res.source, "target": res.target, "radius": res.radius,

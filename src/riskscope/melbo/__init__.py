@@ -3,7 +3,8 @@
 Learn vectors theta (||theta|| = R) added to one layer's MLP output that maximise
 ``sum_i (sum_{t in I_i} ||Z_target(theta) - Z_target(0)||^p)^(1/q)``, many at once,
 running only the layers between source and target; then judge them against random
-vectors of the same norm, cluster the behaviours and write a report.
+vectors of the same norm, cluster the behaviours and save the run (``riskscope.report.write_melbo_report``
+renders it as a page).
 
 >>> from riskscope.melbo import MelboConfig
 >>> MelboConfig(n_vectors=8, radius=12.0, p=4, q=4).ortho

@@ -201,10 +201,12 @@ class _Judge:
 
 def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = MelboConfig(),
               eval_config: EvalConfig = EvalConfig(), out_dir: str | Path | None = None,
-              progress: Progress | None = None, embed: Embed | None = None) -> MelboResult:
+              progress: Progress | None = None, embed: Embed | None = None,
+              report: Callable[[Path], str] | None = None) -> MelboResult:
     """Sweep R (if ``radius="auto"``), train, compare with random vectors of the same norm, cluster the
-    behaviours and, with ``out_dir``, write vectors, completions, metrics and ``report.html`` there.
-    ``embed`` overrides ``eval_config.embedder`` (any ``texts -> (N, E)`` function)."""
+    behaviours and, with ``out_dir``, write vectors, completions and metrics there (:func:`save_run`).
+    ``embed`` overrides ``eval_config.embedder`` (any ``texts -> (N, E)`` function); ``report`` renders
+    report.html from the saved folder (the CLI passes ``riskscope.report.melbo_report_html``)."""
     t_start = time.perf_counter()
     if out_dir is not None:
         check_run_dir(out_dir)  # before any work: an unusable --out fails now, not after training
@@ -298,7 +300,7 @@ def run_melbo(lm: LoadedModel, prompts: Sequence[str], config: MelboConfig = Mel
     res.metrics, res.completions, res.seconds = metrics, sweep_rows + completions, seconds
     if out_dir is not None:
         _note(progress, "writing", 0, 1)
-        res.out_dir = save_run(res, out_dir, eval_enc)
+        res.out_dir = save_run(res, out_dir, eval_enc, report=report)
         _note(progress, "writing", 1, 1)
     return res
 
@@ -404,14 +406,14 @@ def _run_files(res: MelboResult) -> list[tuple[str, object]]:
     return out
 
 
-def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | None = None) -> Path:
+def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | None = None,
+             report: Callable[[Path], str] | None = None) -> Path:
     """Write config.json, vectors/ (or adapters/), random_*/, completions.jsonl, metrics.json,
-    clusters.json and report.html under ``out_dir`` (each file atomically), then ``files.json``, the
+    clusters.json and, when ``report`` is given, ``report.html = report(out_dir)`` under ``out_dir``
+    (each file atomically), then ``files.json``, the
     list of files written. Re-run into the same folder, it replaces its own previous files only (those
     the previous ``files.json`` lists) and refuses, before writing anything, a folder holding files it
     did not write where it writes; non-finite vectors are refused, nothing written."""
-    from ._report import render_report
-
     for j, v in enumerate([*res.vectors, *res.random_vectors]):
         if not all(bool(torch.isfinite(t).all()) for t in v.vectors.values()):
             raise RiskscopeError(f"vector {j} holds NaN or infinite values; nothing was written to {out_dir}")
@@ -436,7 +438,8 @@ def save_run(res: MelboResult, out_dir: str | Path, eval_enc: EncodedPrompts | N
                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in res.completions))
     atomic_text(files.path("metrics.json"), json.dumps(res.metrics, indent=1))
     atomic_text(files.path("clusters.json"), json.dumps(res.clusters, indent=1, ensure_ascii=False))
-    atomic_text(files.path("report.html"), render_report(res))
+    if report is not None:  # the page is rendered from the files just written
+        atomic_text(files.path("report.html"), report(out))
     files.finish()
     return out
 

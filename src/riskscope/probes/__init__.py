@@ -16,7 +16,8 @@ from ._folds import NestedFolds, group_folds, nested_folds, shuffle_labels
 from ._lexical import lexical_baseline
 from ._logistic import LogisticProbe
 from ._bundle import Probe
-from ._metrics import auc_ci, auc_rows, auc_weighted, bootstrap_counts, macro_f1_weighted, pair_accuracy
+from ._metrics import (BinarySummary, auc_ci, auc_rows, auc_weighted, bootstrap_counts, macro_f1_weighted, pair_accuracy,
+                       pair_count, spearman, summarize_binary)
 from ._results import CategoryLayerResult, LayerResult, LexicalResult, ProbeEvaluation, SeverityLayerResult
 from ._solver import BatchFit, fit_many
 
@@ -25,4 +26,5 @@ __all__ = [
     "NestedFolds", "Probe", "ProbeConfig", "ProbeError", "ProbeEvaluation", "SeverityLayerResult", "cross_val_scores",
     "evaluate_layers", "fit_many", "group_folds", "lexical_baseline", "nested_folds", "pair_accuracy",
     "shuffle_labels", "auc_ci", "auc_rows", "auc_weighted", "bootstrap_counts", "macro_f1_weighted",
+    "BinarySummary", "pair_count", "spearman", "summarize_binary",
 ]

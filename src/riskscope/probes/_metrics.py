@@ -9,6 +9,7 @@ which the tests check equals ``roc_auc_score`` to 1e-12, ties included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -181,3 +182,106 @@ def spearman(y: np.ndarray, pred: np.ndarray) -> float:
 def spearman_ci(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
     """Bootstrap interval of Spearman's rho resampling groups."""
     return bootstrap_ci(lambda i: spearman(y[i], pred[i]), groups, n_boot, level, seed)
+
+
+def pair_count(y: np.ndarray, groups: np.ndarray) -> int:
+    """How many groups are matched pairs: exactly two rows, one labelled ``1`` (what :func:`pair_accuracy` counts).
+
+    Example:
+        >>> pair_count(np.array([1, 0, 1, 0, 1]), np.array(["a", "a", "b", "b", "c"]))
+        2
+    """
+    y, groups = np.asarray(y), np.asarray(groups)
+    if len(y) == 0:
+        return 0
+    _, inv = np.unique(groups, return_inverse=True)
+    inv = inv.reshape(-1)
+    count = np.bincount(inv)
+    n_pos = np.bincount(inv, weights=(y == 1).astype(float), minlength=len(count))
+    return int(((count == 2) & (n_pos == 1)).sum())
+
+
+@dataclass(frozen=True)
+class BinarySummary:
+    """Metrics of binary scores on one set of rows, e.g. one category of a run's out-of-fold predictions."""
+
+    n_pos: int
+    """Rows labelled 1 (risky)."""
+    n_neg: int
+    """Rows labelled 0 (benign)."""
+    n_pairs: int
+    """Matched pairs among the rows (see :func:`pair_count`)."""
+    auc: float
+    """ROC-AUC (scikit-learn); NaN unless both classes are present."""
+    auc_ci: tuple[float, float]
+    """Pair-bootstrap percentile interval of the AUC (:func:`auc_ci`); NaN when not computed."""
+    pair_accuracy: float
+    """Share of pairs whose positive member scores higher (:func:`pair_accuracy`)."""
+    mean_pos: float
+    """Mean score of the positive rows (NaN if none)."""
+    mean_neg: float
+    """Mean score of the negative rows (NaN if none)."""
+    tn: int
+    """Negatives scored below the threshold."""
+    fp: int
+    """Negatives scored at or above the threshold."""
+    fn: int
+    """Positives scored below the threshold."""
+    tp: int
+    """Positives scored at or above the threshold."""
+
+    @property
+    def accuracy(self) -> float:
+        n = self.tn + self.fp + self.fn + self.tp
+        return (self.tp + self.tn) / n if n else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float("nan")
+
+    @property
+    def false_positive_rate(self) -> float:
+        return self.fp / (self.fp + self.tn) if self.fp + self.tn else float("nan")
+
+    @property
+    def f1(self) -> float:
+        """F1 of the positive class (0 when there is nothing to score, as scikit-learn's ``zero_division=0``)."""
+        d = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / d if d else 0.0
+
+
+def summarize_binary(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, *, threshold: float = 0.5,
+                     n_boot: int = 1000, level: float = 0.95, seed: int = 0, min_groups: int = 0) -> BinarySummary:
+    """AUC with its pair-bootstrap interval, pair accuracy, class means and the confusion counts at
+    ``scores >= threshold``, all from the functions above (one definition of each metric).
+
+    ``min_groups``: with fewer resampling units (groups) than this the interval is left NaN.
+
+    Example:
+        >>> y = np.tile([1, 0], 20); g = np.repeat(np.arange(20), 2); s = np.where(y == 1, 0.8, 0.3)
+        >>> m = summarize_binary(y, s, g, n_boot=50)
+        >>> m.auc, m.auc_ci, m.pair_accuracy, m.n_pairs, m.tp, m.fp
+        (1.0, (1.0, 1.0), 1.0, 20, 20, 0)
+    """
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    groups = np.asarray(groups)
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    both = n_pos > 0 and n_neg > 0
+    nan2 = (float("nan"), float("nan"))
+    enough = len(np.unique(groups)) >= min_groups if len(groups) else False
+    ci = auc_ci(y, scores, groups, n_boot, level, seed) if both and enough else nan2
+    cm = confusion_matrix(y, (scores >= threshold).astype(int), labels=[0, 1]) if len(y) else np.zeros((2, 2), int)
+    return BinarySummary(
+        n_pos=n_pos, n_neg=n_neg, n_pairs=pair_count(y, groups),
+        auc=float(roc_auc_score(y, scores)) if both else float("nan"), auc_ci=ci,
+        pair_accuracy=pair_accuracy(y, scores, groups) if len(y) else float("nan"),
+        mean_pos=float(scores[y == 1].mean()) if n_pos else float("nan"),
+        mean_neg=float(scores[y == 0].mean()) if n_neg else float("nan"),
+        tn=int(cm[0, 0]), fp=int(cm[0, 1]), fn=int(cm[1, 0]), tp=int(cm[1, 1]))

@@ -1,10 +1,15 @@
-"""One self-contained HTML report of a probe run, for people who do not read notebooks.
+"""Self-contained HTML pages of riskscope runs, for people who do not read notebooks.
 
-``write_report(RUN)`` reads ``RUN/manifest.json``, ``RUN/metrics.json`` and
-``RUN/predictions.jsonl`` and writes ``RUN/report.html``: a single file with
-inline CSS and inline SVG charts, no scripts and no external resources, so it
-opens offline in any browser. Only ``metrics.json`` is required; sections whose
-inputs are missing are replaced by a note. See ``docs/report.md``.
+``write_report(RUN)`` reads ``RUN/manifest.json``, ``RUN/metrics.json``,
+``RUN/predictions.jsonl`` and the live-model analysis files, and writes
+``RUN/report.html``; ``write_melbo_report(OUT)`` does the same for a MELBO run folder.
+Each page is one file with inline CSS and inline SVG charts, no scripts and no external
+resources, so it opens offline in any browser.
+
+One stack renders both: jinja2 templates with autoescaping (``report/templates``, package
+data), one module per section (:mod:`riskscope.report.sections`), one chart helper
+(:mod:`riskscope.report._charts`). The report computes no metric itself: it reads
+metrics.json and, for subsets of the texts, calls :mod:`riskscope.probes`. See ``docs/report.md``.
 
 >>> from riskscope.report import write_report
 >>> write_report("runs/default")                     # doctest: +SKIP
@@ -13,5 +18,6 @@ PosixPath('runs/default/report.html')
 
 from ._run import Run, load_run
 from ._write import render, write_report
+from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
 
-__all__ = ["Run", "load_run", "render", "write_report"]
+__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_melbo", "write_melbo_report", "write_report"]

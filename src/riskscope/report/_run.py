@@ -17,6 +17,7 @@ import numpy as np
 from .._io import iter_jsonl
 from ..errors import RiskscopeError
 from ..hooks import HOOKS
+from ..probes import ProbeConfig
 
 HOOK_ORDER = HOOKS
 
@@ -77,8 +78,25 @@ class Predictions:
     text: list[str]
     id: list[str]
 
+    @property
+    def groups(self) -> np.ndarray:
+        """(N,) resampling unit of each text: its pair id, or its own id when unpaired (as the probes used)."""
+        return np.asarray([p if p is not None else i for p, i in zip(self.pair_id, self.id)], dtype=str)
+
     def __len__(self) -> int:
         return len(self.label_N)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Resampling settings of the pair-bootstrap intervals."""
+
+    n: int
+    """Resamples."""
+    level: float
+    """Coverage, e.g. 0.95."""
+    seed: int
+    """Seed of the resampling."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,19 @@ class Run:
     best_declared: bool
     """False when ``metrics.best`` was missing or unknown and the best AUC was picked instead."""
     predictions: Predictions | None
+    predicted: LayerResult | None = None
+    """The result whose out-of-fold scores ``predictions.jsonl`` holds (``metrics.chosen``, else the best)."""
+
+    @property
+    def bootstrap(self) -> Bootstrap:
+        """How metrics.json's intervals were drawn (``metrics.config``), so the report's match them."""
+        cfg = self.metrics.get("config") if isinstance(self.metrics.get("config"), dict) else {}
+        default = ProbeConfig()
+        n, level, seed = cfg.get("n_bootstrap"), cfg.get("ci_level"), cfg.get("seed")
+        ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+        return Bootstrap(n if ok_int(n) else default.n_bootstrap,
+                         float(level) if isinstance(level, float) and 0 < level < 1 else default.ci_level,
+                         seed if ok_int(seed) else default.seed)
 
     @property
     def hooks(self) -> list[str]:
@@ -112,7 +143,8 @@ def num(value) -> float:
     return float(value)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; a RiskscopeError naming the file and line if it is not one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -159,12 +191,19 @@ def _result(item, where: str) -> LayerResult:
         shuffled_auc=num(item.get("shuffled_auc")), roc=_curve(item.get("roc"), where), extra=extra)
 
 
-def _best(metrics: dict, results: tuple[LayerResult, ...]) -> tuple[LayerResult | None, bool]:
-    declared = metrics.get("best")
+def _named(metrics: dict, key: str, results: tuple[LayerResult, ...]) -> LayerResult | None:
+    declared = metrics.get(key)
     if isinstance(declared, dict):
         for r in results:
             if r.hook == declared.get("hook") and r.layer == declared.get("layer"):
-                return r, True
+                return r
+    return None
+
+
+def _best(metrics: dict, results: tuple[LayerResult, ...]) -> tuple[LayerResult | None, bool]:
+    named = _named(metrics, "best", results)
+    if named is not None:
+        return named, True
     scored = [r for r in results if not math.isnan(r.auc)]
     return (max(scored, key=lambda r: r.auc) if scored else None), False
 
@@ -205,7 +244,7 @@ def load_run(run_dir: str | Path) -> Run:
     metrics_path = path / "metrics.json"
     if not metrics_path.is_file():
         raise RiskscopeError(f"{metrics_path}: not found; run `riskscope probe` first to write it")
-    metrics = _read_json(metrics_path)
+    metrics = read_json(metrics_path)
     raw = metrics.get("results")
     if not isinstance(raw, list) or not raw:
         raise RiskscopeError(f"{metrics_path}: field 'results' must be a non-empty list")
@@ -215,7 +254,8 @@ def load_run(run_dir: str | Path) -> Run:
                         _curve(lex.get("roc"), f"{metrics_path}: lexical"))
                if isinstance(lex, dict) else None)
     best, declared = _best(metrics, results)
-    manifest = _read_json(path / "manifest.json") if (path / "manifest.json").is_file() else None
+    manifest = read_json(path / "manifest.json") if (path / "manifest.json").is_file() else None
     pred_path = path / "predictions.jsonl"
     predictions = _predictions(pred_path) if pred_path.is_file() else None
-    return Run(path, manifest, metrics, results, lexical, best, declared, predictions)
+    predicted = _named(metrics, "chosen", results) or best
+    return Run(path, manifest, metrics, results, lexical, best, declared, predictions, predicted)
