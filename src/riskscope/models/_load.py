@@ -143,6 +143,20 @@ def _check_gguf_header(path: Path) -> None:
                          f"damaged; copy it again")
 
 
+def _check_gguf_structure(path: Path) -> None:
+    """Parse the metadata and tensor table (memory-mapped, no tensor data read) before a conversion is
+    announced: a damaged file fails here with one clear line, not half-way through the conversion."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+        if not reader.tensors:
+            raise ValueError("it holds no tensors")
+    except Exception as e:  # gguf raises ValueError, OverflowError, IndexError... on damaged files
+        raise ModelError(f"{path}: not a readable GGUF model ({_one_line(e)}); if it is truncated or damaged, "
+                         f"copy it again") from None
+
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -312,6 +326,7 @@ def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
         digest = sha256_file(gguf)
         cache_dir = riskscope_home() / "models" / f"{gguf.stem}-{digest[:16]}"
         if not (cache_dir / _MARKER).is_file():
+            _check_gguf_structure(gguf)
             try:
                 with quiet_transformers():
                     _convert_gguf(gguf, cache_dir, digest, progress)
