@@ -142,7 +142,7 @@ def ask(
     out: Optional[Path] = c.SaveOpt,
     json_out: bool = c.JsonOpt,
 ) -> None:
-    """Ask the model zero-shot (e.g. ' high' vs ' low' next) and score it like the probes."""
+    """Ask the model zero-shot (' high' vs ' low' next, say) and score it like the probes."""
     from ..scorers import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, load_templates
     from ..data import load_dataset
 
@@ -275,7 +275,8 @@ def trace(
         c.out.print(Text(label) + line + Text(f"  final P={tr.prob[-1]:.2f}"))
 
 
-vector_app = typer.Typer(help="Build, export (llama.cpp GGUF) and import steering vectors.", no_args_is_help=True)
+vector_app = typer.Typer(help="Build, export (llama.cpp GGUF) and import steering vectors.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 @vector_app.command("build")

@@ -10,17 +10,19 @@ from . import _analysis, _common, _data, _melbo, _probe
 
 app = typer.Typer(
     name="riskscope",
-    help="Look inside open-weight language models for tacit-risk signals.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help text: rich's help panels cost a third of every --help's time
 )
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors (give it before the "
-                                     "command)")) -> None:
-    _common.STATE["debug"] = debug
+def _root() -> None:
+    """Look inside open-weight language models for tacit-risk signals.
+
+    Give --debug before the command (riskscope --debug run ...) to see tracebacks instead of one-line errors.
+    """
 
 
 _data.register(app)      # models, datasets, cache, verify

@@ -24,7 +24,7 @@ err = Console(stderr=True)
 out = Console()
 """Results (tables, JSON)."""
 STATE = {"debug": False}
-"""``--debug`` (set by the root callback): show tracebacks instead of one-line errors."""
+"""``--debug`` before the command (read by :func:`invoke`): show tracebacks instead of one-line errors."""
 
 
 def default(cls: type, name: str) -> Any:
@@ -212,6 +212,13 @@ def invoke(app: Callable[..., Any], args: list[str] | None = None) -> int:
     0 success; 2 usage errors (unknown option or command, missing or unreadable value), RiskscopeError and file
     errors, each as one ``error:`` line on stderr; 130 after Ctrl-C. ``--debug`` re-raises instead.
     """
+    args = list(sys.argv[1:] if args is None else args)
+    # --debug before the command is read here rather than declared as a typer option: typer coerces its options
+    # through pydantic, and importing that for one root flag would double the time of every --help.
+    STATE["debug"] = False
+    while args and args[0] == "--debug":
+        STATE["debug"] = True
+        args.pop(0)
     try:
         rc = app(args=args, prog_name="riskscope", standalone_mode=False)
     except RiskscopeError as e:
