@@ -17,7 +17,7 @@ import numpy as np
 
 from .._io import atomic_text
 from ..data import Store
-from ..errors import RiskscopeError, StoreError
+from ..errors import StoreError
 from ..probes import LogisticProbe, Probe, ProbeEvaluation, evaluate_layers
 from ._config import ProbeRunConfig
 from ._folder import store_path
