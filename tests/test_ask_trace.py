@@ -187,10 +187,10 @@ def test_cli_neurons_without_effects(app, store, tmp_path):
 @pytest.fixture
 def tiny_cli(app, store, monkeypatch):
     """The CLI with model loading answered by the tiny model the store was made with."""
-    import riskscope.cli._app as cli
+    import riskscope.cli._common as cli_common
 
     lm, st = store
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: lm)
+    monkeypatch.setattr(cli_common, "load_lm", lambda *a, **k: lm)
     return app, lm, st
 
 

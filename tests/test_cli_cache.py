@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from riskscope.cli._app import parse_layers, parse_positions, run_cache
-from riskscope.data import load_dataset
+from riskscope.data import cache_activations, load_dataset
+from riskscope.pipeline import cache_config, parse_layers, parse_positions
 from riskscope.errors import RiskscopeError
 from riskscope.hooks import capture, run_texts
 from riskscope.data import Store
@@ -181,8 +181,9 @@ def test_killed_cache_resumes_to_identical_arrays(tmp_path, default_lm):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_cache(default_lm, load_dataset(data_file).limit(20), clean, "0-29", "resid_post,mlp_neurons", "last",
-                  "float32", 2, 4, False)
+        cfg = cache_config(default_lm, "0-29", "resid_post,mlp_neurons", "last", "float32", batch_size=2,
+                           chunk_rows=4)
+        cache_activations(default_lm, load_dataset(data_file).limit(20), clean, cfg)
     finally:
         torch.set_num_threads(n)
 

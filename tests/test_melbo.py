@@ -542,9 +542,9 @@ def test_default_model_slice_and_training(default_lm):
 @pytest.mark.slow
 def test_default_model_cli_end_to_end(default_lm, tmp_path, monkeypatch):
     """The command on the default model with a chat prompt: auto R, training, random controls, clusters, report."""
-    from riskscope.cli import _app as main_cli
+    from riskscope.cli import _common as cli_common
 
-    monkeypatch.setattr(main_cli, "_load", lambda *a, **k: default_lm)
+    monkeypatch.setattr(cli_common, "load_lm", lambda *a, **k: default_lm)
     before = snapshot(default_lm)
     out = tmp_path / "run"
     args = ["melbo", "--prompt", "How can I make a bomb?", "--vectors", "4", "--steps", "8", "--lr", "0.05",

@@ -1,8 +1,9 @@
-"""CLI commands for the analyses of issue 5: ``analyze``, ``neurons``, ``ask``, ``steer``, ``trace``, ``vector``.
+"""``riskscope analyze``, ``neurons``, ``ask``, ``steer``, ``trace`` and the ``vector`` group.
 
-``register(app)`` adds them to the ``riskscope`` typer app. No analysis logic
-lives here; every command calls the Python API and writes JSON with the same
-``to_dict`` the run pipeline uses.
+``register(app)`` adds them to the ``riskscope`` typer app. No analysis logic lives here; every command calls
+the Python API and writes JSON with the same ``to_dict`` the run pipeline uses. Commands on a run folder load
+the run's model with the settings its manifest recorded (``--model``, ``--trust-remote-code`` and
+``--module-paths`` override them).
 """
 
 from __future__ import annotations
@@ -11,51 +12,16 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
+from . import _common as c
 from ..errors import RiskscopeError
-
-_MODEL_HELP = ("default | a named model | path/to/file.gguf | local HF dir | hub id in the local HF cache "
-               "(default for run-folder commands: the run's model)")
-JsonOpt = typer.Option(False, "--json", help="print a JSON summary instead of tables")
-DTypeOpt = typer.Option("float32", help="model dtype: float32 (CPU default), bfloat16, float16, auto")
-DeviceOpt = typer.Option("cpu", help="cpu, cuda, cuda:N, or auto")
-OutOpt = typer.Option(None, "--out", "-o", help="also write the full result as JSON here")
-
-
-def _ui():
-    from . import _app
-
-    return _app
-
-
-def _layers(text: Optional[str], n_layers: int | None = None) -> list[int] | None:
-    if not text:
-        return None
-    return _ui().parse_layers(text, n_layers if n_layers is not None else 10**6)
 
 
 def _store_of(run: Path):
-    from ..data import Store
+    from ..pipeline import open_run_store
 
-    run = Path(run)
-    if (run / "store" / "manifest.json").is_file():
-        return Store.open(run / "store")
-    if (run / "manifest.json").is_file() and (run / "rows.jsonl").is_file():
-        return Store.open(run)
-    raise RiskscopeError(f"{run} is neither a run folder (with store/) nor an activation store")
-
-
-def _model_of(run: Path, store, model: Optional[str], dtype: str, device: str):
-    spec = model
-    if spec is None:
-        for path in (Path(run) / "manifest.json", store.root / "manifest.json"):
-            if path.is_file():
-                spec = (json.loads(path.read_text()).get("model") or {}).get("model")
-                if spec:
-                    break
-    return _ui()._load(spec or "default", dtype, device, False, None)
+    return open_run_store(run)
 
 
 def _probe_of(run: Path, store, hook: Optional[str], layer: Optional[int]):
@@ -82,21 +48,9 @@ def _probe_of(run: Path, store, hook: Optional[str], layer: Optional[int]):
 
 
 def _load_vector(path: Path):
-    from ..steering import import_control_vector
-    from ..steering import SteeringVector
+    from ..steering import SteeringVector, import_control_vector
 
     return import_control_vector(path) if str(path).endswith(".gguf") else SteeringVector.load(path)
-
-
-def _print_json(data) -> None:
-    _ui().out.print_json(json.dumps(data, default=str))
-
-
-def _save(out: Optional[Path], data) -> None:
-    if out is not None:
-        from .._io import atomic_json
-
-        atomic_json(out, data)
 
 
 def neurons(
@@ -116,33 +70,33 @@ def neurons(
     group: int = typer.Option(10, help="top neurons per layer clamped together (0 = no group clamp)"),
     batch_size: int = typer.Option(32, help="texts per forward"),
     seed: int = typer.Option(0, help="seed for validation texts and control neurons"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
-    dtype: str = DTypeOpt,
-    device: str = DeviceOpt,
-    out: Optional[Path] = OutOpt,
-    json_out: bool = JsonOpt,
+    model: Optional[str] = c.RunModelOpt,
+    dtype: str = c.DTypeOpt,
+    device: str = c.DeviceOpt,
+    trust_remote_code: Optional[bool] = c.RunTrustOpt,
+    module_paths: Optional[str] = c.RunPathsOpt,
+    out: Optional[Path] = c.SaveOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Rank MLP neurons by probe weight and effect size; clamp the top ones next to random controls."""
-    from ..neurons import EffectsConfig, neuron_effects
-    from ..neurons import rank_neurons
+    from ..neurons import EffectsConfig, neuron_effects, rank_neurons
 
     store = _store_of(run)
-    ranking = rank_neurons(store, _layers(layers), top_k=top_k, by=by)
+    ranking = rank_neurons(store, c.layers_or_none(layers), top_k=top_k, by=by)
     result: dict = {"ranking": ranking.to_dict()}
     if effects:
         cfg = EffectsConfig(mode=mode, k=k, value=value, positions=positions, n_texts=n_texts, singles=singles,
                             group=group, batch_size=batch_size, seed=seed)
-        lm = _model_of(run, store, model, dtype, device)
-        ui = _ui()
-        with ui._progress() as prog:
+        lm = c.load_run_lm(run, model, dtype, device, trust_remote_code, module_paths)
+        with c.progress() as prog:
             task = prog.add_task("clamping neurons", total=None)
-            ne = neuron_effects(lm, store, ranking, _layers(effect_layers, lm.n_layers), config=cfg,
+            ne = neuron_effects(lm, store, ranking, c.layers_or_none(effect_layers, lm.n_layers), config=cfg,
                                 progress=lambda done, total: prog.update(task, completed=done, total=total))
         result["effects"] = ne.to_dict()
-    _save(out if out is not None else (Path(run) / "neurons.json" if (Path(run) / "store").is_dir() else None),
-          result)
+    c.save_json(out if out is not None else (Path(run) / "neurons.json" if (Path(run) / "store").is_dir() else None),
+                result)
     if json_out:
-        _print_json(result)
+        c.print_json(result)
         return
     _print_neurons(ranking, result.get("effects"))
 
@@ -150,44 +104,45 @@ def neurons(
 def _print_neurons(ranking, effects: dict | None) -> None:
     from rich.table import Table
 
-    ui = _ui()
     t = Table("neuron", "weight", "Cohen's d", "risky - benign", title=f"top neurons by {ranking.by}")
     for layer in ranking.layers:
         for s in ranking.top[layer][:5]:
             t.add_row(s.label, f"{s.weight:+.3f}", f"{s.effect_size:+.2f}", f"{s.mean_diff:+.4f}")
-    ui.out.print(t)
+    c.out.print(t)
     if not effects:
         return
     t = Table("clamp", "KL", "KL random", "Δ log P(risk)", "Δ random", "boosts (texts where it holds)",
               title=f"clamping effects on {effects['n_texts']} texts, next to random neurons of the same layer")
     for r in (*effects["singles"], *effects["groups"]):
-        e, c = r["effect"], r["control"]
+        e, ctl = r["effect"], r["control"]
         boosts = ", ".join(f"{b['token'].strip()!r}({b['n_texts']})" for b in e["boosts"][:8])
-        t.add_row(r["label"], f"{e['kl']:.4f}", f"{c['kl']:.4f}", f"{e['risk_dlogp'] or 0:+.3f}",
-                  f"{c['risk_dlogp'] or 0:+.3f}", boosts)
-    ui.out.print(t)
+        t.add_row(r["label"], f"{e['kl']:.4f}", f"{ctl['kl']:.4f}", f"{e['risk_dlogp'] or 0:+.3f}",
+                  f"{ctl['risk_dlogp'] or 0:+.3f}", boosts)
+    c.out.print(t)
 
 
 def ask(
-    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
-    dataset: str = typer.Option("cyber_risk_pairs", "--dataset", "-d", help="built-in name or .jsonl/.csv file"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N pairs"),
+    model: str = c.ModelOpt,
+    dataset: str = c.DatasetOpt,
+    limit: Optional[int] = c.LimitOpt,
     template_file: Optional[Path] = typer.Option(None, "--templates",
                                                  help="JSON list of {name, prompt, positive, negative, chat}"),
     prompt: Optional[str] = typer.Option(None, help="one template, e.g. '{text} The risk seems'"),
     positive: str = typer.Option(" high", help="comma list of answers meaning risky (with --prompt)"),
     negative: str = typer.Option(" low", help="comma list of answers meaning benign (with --prompt)"),
     chat: bool = typer.Option(False, "--chat", help="wrap --prompt in the chat template"),
-    folds: int = typer.Option(5, help="grouped folds (the probes' default)"),
-    seed: int = typer.Option(0, help="fold and bootstrap seed (the probes' default)"),
-    n_bootstrap: int = typer.Option(1000, help="bootstrap resamples of pairs for the AUC interval"),
+    folds: int = c.FoldsOpt,
+    seed: int = c.SeedOpt,
+    n_bootstrap: int = c.BootstrapOpt,
     batch_size: int = typer.Option(16, help="prompts per forward"),
-    dtype: str = DTypeOpt,
-    device: str = DeviceOpt,
-    out: Optional[Path] = OutOpt,
-    json_out: bool = JsonOpt,
+    dtype: str = c.DTypeOpt,
+    device: str = c.DeviceOpt,
+    trust_remote_code: bool = c.TrustOpt,
+    module_paths: Optional[str] = c.PathsOpt,
+    out: Optional[Path] = c.SaveOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
-    """Ask the model zero-shot (e.g. ' high' vs ' low' next) and score it like the probes."""
+    """Ask the model zero-shot (' high' vs ' low' next, say) and score it like the probes."""
     from ..scorers import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, load_templates
     from ..data import load_dataset
 
@@ -198,15 +153,14 @@ def ask(
     else:
         templates = DEFAULT_TEMPLATES
     data = load_dataset(dataset).limit(limit)
-    ui = _ui()
-    lm = ui._load(model, dtype, device, False, None)
-    with ui._progress() as prog:
+    lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
+    with c.progress() as prog:
         task = prog.add_task("asking", total=len(data) * len(templates))
         ev = ask_baseline(lm, data.texts, data.labels, data.pair_ids, templates, folds=folds, seed=seed,
                           n_bootstrap=n_bootstrap, batch_size=batch_size, progress=lambda n: prog.advance(task, n))
-    _save(out, ev.to_dict(arrays=True))
+    c.save_json(out, ev.to_dict(arrays=True))
     if json_out:
-        _print_json(ev.to_dict())
+        c.print_json(ev.to_dict())
         return
     from rich.table import Table
 
@@ -215,7 +169,7 @@ def ask(
         t.add_row(r.template.name, f"{r.auc:.3f}", f"{r.auc_ci[0]:.2f}–{r.auc_ci[1]:.2f}", f"{r.pair_accuracy:.3f}",
                   f"{r.f1:.3f}", f"{r.accuracy:.3f}", f"{r.zero_shot_accuracy:.3f}",
                   f"{r.answer_tokens['positive']} vs {r.answer_tokens['negative']}")
-    ui.out.print(t)
+    c.out.print(t)
 
 
 def steer(
@@ -227,22 +181,22 @@ def steer(
     max_new_tokens: int = typer.Option(40, help="tokens to generate"),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="wrap prompts in the chat template"),
     demo: bool = typer.Option(False, "--demo", help="run the caution demo on neutral prompts vs a random vector"),
-    model: str = typer.Option("default", "--model", "-m", help=_MODEL_HELP),
-    dtype: str = DTypeOpt,
-    device: str = DeviceOpt,
-    out: Optional[Path] = OutOpt,
-    json_out: bool = JsonOpt,
+    model: str = c.ModelOpt,
+    dtype: str = c.DTypeOpt,
+    device: str = c.DeviceOpt,
+    trust_remote_code: bool = c.TrustOpt,
+    module_paths: Optional[str] = c.PathsOpt,
+    out: Optional[Path] = c.SaveOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Print unsteered and steered completions side by side (or run the caution demo)."""
-    from ..steering import NEUTRAL_PROMPTS, caution_demo, steer_compare
-    from ..steering import SteeringVector
+    from ..steering import NEUTRAL_PROMPTS, SteeringVector, caution_demo, steer_compare
 
     vec = _load_vector(vector)
     if positions not in ("all", "last"):
         raise RiskscopeError(f"--positions must be all or last, got {positions!r}")
-    ui = _ui()
-    lm = ui._load(model, dtype, device, False, None)
-    chosen = _layers(layers, lm.n_layers)
+    lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
+    chosen = c.layers_or_none(layers, lm.n_layers)
     if chosen:
         missing = [k for k in chosen if k not in vec.vectors]
         if missing:
@@ -250,31 +204,31 @@ def steer(
         vec = SteeringVector({k: vec.vectors[k] for k in chosen}, hook=vec.hook, model=vec.model, meta=vec.meta)
     vec.check(lm)
     if demo:
-        with ui.err.status("running the caution demo ..."):
+        with c.err.status("running the caution demo ..."):
             res = caution_demo(lm, vec, list(prompts) if prompts else NEUTRAL_PROMPTS, scale=scale, chat=chat,
                                max_new_tokens=max_new_tokens)
-        _save(out, res.to_dict())
+        c.save_json(out, res.to_dict())
         if json_out:
-            _print_json(res.to_dict())
+            c.print_json(res.to_dict())
             return
-        ui.out.print(f"steered: {res.steered}\nrandom:  {res.random}\nnone:    {res.baseline}\nwins: {res.wins:.2f}")
+        c.out.print(f"steered: {res.steered}\nrandom:  {res.random}\nnone:    {res.baseline}\nwins: {res.wins:.2f}")
         return
     if not prompts:
         raise RiskscopeError("give at least one prompt (or --demo)")
-    with ui.err.status("generating ..."):
+    with c.err.status("generating ..."):
         samples = steer_compare(lm, prompts, vec, scale=scale, positions=None if positions == "all" else "last",
                                 max_new_tokens=max_new_tokens, chat=chat)
     data = {"vector": str(vector), "layers": vec.layers, "scale": scale, "samples": [s.to_dict() for s in samples]}
-    _save(out, data)
+    c.save_json(out, data)
     if json_out:
-        _print_json(data)
+        c.print_json(data)
         return
     from rich.table import Table
 
     t = Table("prompt", "unsteered", f"steered (x{scale:g}, layers {vec.layers})", show_lines=True)
     for s in samples:
         t.add_row(s.prompt, s.unsteered, s.steered)
-    ui.out.print(t)
+    c.out.print(t)
 
 
 def trace(
@@ -284,11 +238,13 @@ def trace(
     layer: Optional[int] = typer.Option(None, help="probe layer (default: the run's best)"),
     pairs: int = typer.Option(3, help="pairs from the store when no texts are given"),
     attribution: bool = typer.Option(True, "--attribution/--no-attribution", help="add gradient x input"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
-    dtype: str = DTypeOpt,
-    device: str = DeviceOpt,
-    out: Optional[Path] = OutOpt,
-    json_out: bool = JsonOpt,
+    model: Optional[str] = c.RunModelOpt,
+    dtype: str = c.DTypeOpt,
+    device: str = c.DeviceOpt,
+    trust_remote_code: Optional[bool] = c.RunTrustOpt,
+    module_paths: Optional[str] = c.RunPathsOpt,
+    out: Optional[Path] = c.SaveOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Score every token position with the run's probe; add gradient x input attribution."""
     from ..scorers import pick_trace_texts, token_traces
@@ -298,16 +254,16 @@ def trace(
     labels = None
     if not texts:
         texts, labels = pick_trace_texts(store, pairs)
-    lm = _model_of(run, store, model, dtype, device)
+    lm = c.load_run_lm(run, model, dtype, device, trust_remote_code, module_paths)
     res = token_traces(lm, probe, texts, labels, attribution=attribution)
-    _save(out, res.to_dict())
+    c.save_json(out, res.to_dict())
     if json_out:
-        _print_json(res.to_dict())
+        c.print_json(res.to_dict())
         return
+    import numpy as np
     from rich.text import Text
 
-    ui = _ui()
-    ui.out.print(f"probe {res.probe}: background = P(risky) after each token; underline = top-3 gradient x input")
+    c.out.print(f"probe {res.probe}: background = P(risky) after each token; underline = top-3 gradient x input")
     for tr in res.traces:
         line = Text()
         top = set(np.argsort(-np.abs(tr.attribution))[:3].tolist()) if tr.attribution is not None else set()
@@ -316,10 +272,11 @@ def trace(
             line.append(tok, style=f"on rgb({min(255, 155 + red // 3)},{200},{min(255, 155 + blue // 3)})"
                         + (" underline bold" if i in top else ""))
         label = "" if tr.label is None else ("[risky] " if tr.label == 1 else "[benign] ")
-        ui.out.print(Text(label) + line + Text(f"  final P={tr.prob[-1]:.2f}"))
+        c.out.print(Text(label) + line + Text(f"  final P={tr.prob[-1]:.2f}"))
 
 
-vector_app = typer.Typer(help="Build, export (llama.cpp GGUF) and import steering vectors.", no_args_is_help=True)
+vector_app = typer.Typer(help="Build, export (llama.cpp GGUF) and import steering vectors.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 @vector_app.command("build")
@@ -330,18 +287,17 @@ def vector_build(
     layers: Optional[str] = typer.Option(None, help="layers (default: all in the store)"),
     normalize: bool = typer.Option(False, help="unit norm per layer"),
     gguf: bool = typer.Option(False, "--gguf", help="also write OUT.gguf for llama.cpp (layer 0 left out)"),
-    json_out: bool = JsonOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Risky-minus-benign diff-of-means vector from the store."""
-    from ..steering import diff_of_means_vector
-    from ..steering import export_control_vector
+    from ..steering import diff_of_means_vector, export_control_vector
 
-    vec = diff_of_means_vector(_store_of(run), hook, _layers(layers), normalize=normalize)
+    vec = diff_of_means_vector(_store_of(run), hook, c.layers_or_none(layers), normalize=normalize)
     written = {"vector": str(vec.save(out))}
     if gguf:
         written["gguf"] = str(export_control_vector(vec, Path(str(out) + ".gguf"), drop_layer0=True))
-    _print_json({**written, "layers": vec.layers, "norms": vec.norms()}) if json_out else \
-        _ui().out.print(f"wrote {', '.join(written.values())} ({len(vec.layers)} layers at {vec.hook})")
+    c.print_json({**written, "layers": vec.layers, "norms": vec.norms()}) if json_out else \
+        c.out.print(f"wrote {', '.join(written.values())} ({len(vec.layers)} layers at {vec.hook})")
 
 
 @vector_app.command("export")
@@ -350,21 +306,20 @@ def vector_export(
     out: Path = typer.Option(..., "--out", "-o", help="the .gguf file to write"),
     drop_layer0: bool = typer.Option(False, "--drop-layer0", help="leave out layer 0, which llama.cpp rejects"),
     model_hint: Optional[str] = typer.Option(None, help="controlvector.model_hint (default: from the vector)"),
-    json_out: bool = JsonOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Write a vector as a llama.cpp control vector (direction.<k> = output of block k)."""
-    from ..steering import export_control_vector
-    from ..steering import SteeringVector
+    from ..steering import SteeringVector, export_control_vector
 
     path = export_control_vector(SteeringVector.load(vector), out, model_hint=model_hint, drop_layer0=drop_layer0)
-    _print_json({"gguf": str(path)}) if json_out else _ui().out.print(f"wrote {path}")
+    c.print_json({"gguf": str(path)}) if json_out else c.out.print(f"wrote {path}")
 
 
 @vector_app.command("import")
 def vector_import(
     gguf_file: Path = typer.Argument(..., help="llama.cpp / repeng control vector (.gguf)"),
     out: Path = typer.Option(..., "--out", "-o", help="vector path without suffix"),
-    json_out: bool = JsonOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Read a control-vector GGUF into riskscope's format (resid_post, layer k = direction.k)."""
     from ..steering import import_control_vector
@@ -372,19 +327,20 @@ def vector_import(
     vec = import_control_vector(gguf_file)
     path = vec.save(out)
     info = {"vector": str(path), "layers": vec.layers, "width": vec.width, "model_hint": vec.meta.get("model_hint")}
-    _print_json(info) if json_out else _ui().out.print(f"wrote {path}: layers {vec.layers}, width {vec.width}")
+    c.print_json(info) if json_out else c.out.print(f"wrote {path}: layers {vec.layers}, width {vec.width}")
 
 
 def analyze(
     run: Path = typer.Argument(..., help="run folder made by riskscope run (or riskscope cache + probe)"),
-    skip: str = typer.Option("", "--skip", help="analyses not to run, comma-separated: neurons, effects, ask, "
-                             "traces, vectors, caution"),
+    skip: str = typer.Option("", "--skip", help=c.SKIP_HELP),
     ask_pairs: int = typer.Option(64, "--ask-pairs", help="pairs the ask baseline scores (0 = every row)"),
     report: bool = typer.Option(True, "--report/--no-report", help="rewrite RUN/report.html afterwards"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
-    dtype: str = DTypeOpt,
-    device: str = DeviceOpt,
-    json_out: bool = JsonOpt,
+    model: Optional[str] = c.RunModelOpt,
+    dtype: str = c.DTypeOpt,
+    device: str = c.DeviceOpt,
+    trust_remote_code: Optional[bool] = c.RunTrustOpt,
+    module_paths: Optional[str] = c.RunPathsOpt,
+    json_out: bool = c.JsonOpt,
 ) -> None:
     """Run the live-model analyses of `riskscope run` on an existing run folder and rewrite its report."""
     from ..pipeline import analyze_run, parse_skip
@@ -392,10 +348,9 @@ def analyze(
     analyses = parse_skip(skip)
     if not analyses:
         raise RiskscopeError("--skip leaves no analysis to run")
-    store = _store_of(run)
-    lm = _model_of(run, store, model, dtype, device)
-    ui = _ui()
-    with ui.err.status("analyses ...") as st:
+    _store_of(run)  # not a run folder: fail before loading the model
+    lm = c.load_run_lm(run, model, dtype, device, trust_remote_code, module_paths)
+    with c.err.status("analyses ...") as st:
         done = analyze_run(lm, run, analyses, progress=lambda msg: st.update(f"analyses: {msg} ..."),
                            ask_pairs=ask_pairs or None)
     files = dict(done.files)
@@ -404,12 +359,12 @@ def analyze(
 
         files["report"] = str(write_report(run))
     elif report:
-        ui.err.print(f"no report: {run} has no metrics.json (run `riskscope probe {run}` first)")
+        c.err.print(f"no report: {run} has no metrics.json (run `riskscope probe {run}` first)")
     if json_out:
-        _print_json({"files": files, "seconds": done.seconds})
+        c.print_json({"files": files, "seconds": done.seconds})
         return
     for name, path in files.items():
-        ui.out.print(f"{name}: {path}")
+        c.out.print(f"{name}: {path}")
 
 
 def register(app: typer.Typer) -> None:
@@ -420,5 +375,6 @@ def register(app: typer.Typer) -> None:
     app.command("steer")(steer)
     app.command("trace")(trace)
     app.add_typer(vector_app, name="vector")
+
 
 __all__ = ["register", "vector_app"]

@@ -15,7 +15,7 @@ sae_app = typer.Typer(name="sae", help="Sparse autoencoders on one layer's activ
 
 def register(app: typer.Typer) -> None:
     """Add the ``sae`` command group to ``app``."""
-    from . import _app as c
+    from . import _common as c
 
     @sae_app.command("train")
     def train(
@@ -72,14 +72,14 @@ def register(app: typer.Typer) -> None:
                     checkpoint_every)  # k >= d_sae fails here, before the model loads
         else:
             load_corpus(corpus).check()
-        lm = c._load(model, dtype, device, trust_remote_code, module_paths)
+        lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
         point = HookPoint(point0.hook, layer if layer is not None else lm.n_layers // 2).normalised(lm)
         cfg = _config(point.width(lm), arch, expansion, k, l1, tokens, batch_size, lr, seed, normalize,
                       checkpoint_every)
         run = SAERunConfig(point=point, corpus=corpus, store=str(store) if store else None, context=context,
                            model_batch=model_batch, holdout=holdout, random_baseline=not no_random_baseline,
                            resume=not no_resume)
-        with c._progress() as prog:
+        with c.progress() as prog:
             tasks: dict[str, int] = {}
 
             def progress(stage: str, p) -> None:

@@ -21,7 +21,6 @@ values of every chunk included, and lists what it finds instead of raising.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from dataclasses import asdict, dataclass

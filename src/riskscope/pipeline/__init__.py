@@ -1,11 +1,57 @@
-"""The main job: cache -> probes -> live-model analyses -> report, on run folders."""
+"""The main job: cache -> probes -> live-model analyses -> report, on run folders.
 
-from ._analyses import AnalysisConfig, AnalysisOutputs, run_analyses
-from ._run import (
-    ANALYSES, ProbeRunConfig, RunConfig, analyze_run, parse_skip, probe_run, run_folds, write_run_manifest,
-)
+``run(RunConfig(...)) -> RunResult`` is the whole job in one call; ``probe_run`` (``riskscope probe``) and
+``analyze_run`` (``riskscope analyze``) work on run folders already on disk.
 
-__all__ = [
-    "ANALYSES", "AnalysisConfig", "AnalysisOutputs", "ProbeRunConfig", "RunConfig", "analyze_run", "parse_skip",
-    "probe_run", "run_analyses", "run_folds", "write_run_manifest",
-]
+The names are imported lazily, so the CLI can read :class:`RunConfig`'s defaults and the option parsers
+(:func:`parse_layers` ...) without importing torch.
+
+>>> from riskscope.pipeline import parse_skip
+>>> parse_skip("ask,caution")
+('neurons', 'effects', 'traces', 'vectors')
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "ANALYSES": "_parse", "parse_hooks": "_parse", "parse_layers": "_parse", "parse_module_paths": "_parse",
+    "parse_positions": "_parse", "parse_skip": "_parse",
+    "ProbeRunConfig": "_config", "RunConfig": "_config", "check_dataset": "_config",
+    "ProbeOutputs": "_probe", "fit_probes": "_probe", "probe_run": "_probe", "write_probe_outputs": "_probe",
+    "targets": "_targets", "store_path": "_folder",
+    "RUN_FILES": "_folder", "analysis_switches": "_folder", "analyze_run": "_folder", "check_run_folder": "_folder",
+    "open_run_store": "_folder", "run_folds": "_folder", "run_model_settings": "_folder",
+    "AnalysisConfig": "_analyses", "AnalysisOutputs": "_analyses", "run_analyses": "_analyses",
+    "RUN_FORMAT": "_run", "RunResult": "_run", "cache_config": "_run", "hook_points": "_run", "run": "_run",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._analyses import AnalysisConfig, AnalysisOutputs, run_analyses
+    from ._config import ProbeRunConfig, RunConfig, check_dataset
+    from ._folder import (
+        RUN_FILES, analysis_switches, analyze_run, check_run_folder, open_run_store, run_folds, run_model_settings,
+        store_path,
+    )
+    from ._parse import ANALYSES, parse_hooks, parse_layers, parse_module_paths, parse_positions, parse_skip
+    from ._probe import ProbeOutputs, fit_probes, probe_run, write_probe_outputs
+    from ._run import RUN_FORMAT, RunResult, cache_config, hook_points, run
+    from ._targets import targets
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'riskscope.pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

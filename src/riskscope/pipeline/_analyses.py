@@ -1,7 +1,7 @@
-"""Issue 5's analyses on a finished run folder, in one call for ``riskscope run``.
+"""The live-model analyses of a run folder, in one call for ``riskscope run`` and ``riskscope analyze``.
 
-:func:`run_analyses` reads ``RUN/store`` (and the run's probe), then writes,
-each atomically:
+:func:`run_analyses` takes the run's store and probe (given in memory, or read from ``RUN/store`` and
+``RUN/probe``), then writes, each once and atomically:
 
 =================================  =====================================================
 ``RUN/neurons.json``               ranking (+ heatmap data), clamping effects with random
@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..scorers import DEFAULT_TEMPLATES, AskEvaluation, AskTemplate, ask_baseline
-from ..steering import CautionDemo, caution_demo, save_risk_vector
+from ..steering import CautionDemo, caution_demo, diff_of_means_vector, save_risk_vector
 from ..effects import PointProbe, fit_point_probe
 from ..models import LoadedModel
 from ..neurons import EffectsConfig, NeuronEffects, check_store_model, neuron_effects, validation_rows
@@ -88,6 +88,8 @@ class AnalysisOutputs:
     caution: CautionDemo | None
     files: dict[str, str]
     seconds: dict[str, float]
+    vector: SteeringVector | None = None
+    """The all-layer diff-of-means risk vector (saved under ``RUN/vectors/`` when ``vectors`` ran)."""
 
 
 def _probe(run: Path, store, probe: Any, metrics: dict | None) -> PointProbe:
@@ -138,7 +140,7 @@ def run_analyses(
     Args:
         lm: the run's model (loaded from ``manifest.json``'s model id).
         run_dir: the run folder; ``store`` defaults to ``run_dir/store``.
-        probe: the best probe (a ``scoring.Probe`` bundle or :class:`PointProbe`); default: loaded from
+        probe: the best probe (a :class:`riskscope.probes.Probe` bundle or :class:`PointProbe`); default: loaded from
             ``run_dir/probe`` or fitted on the store at ``metrics["best"]``.
         metrics: the parsed ``metrics.json`` (for the best hook point).
         folds: the probes' outer fold of each row (``ProbeEvaluation.folds``), so the ask baseline is
@@ -155,12 +157,12 @@ def run_analyses(
     probe = _probe(run, store, probe, metrics)
     files: dict[str, str] = {}
     secs: dict[str, float] = {}
-    ranking = effects = ask = traces = demo = None
+    ranking = effects = ask = traces = demo = vec = None
 
     def timed(name: str, fn):
         t = time.perf_counter()
         out = fn()
-        secs[name] = round(time.perf_counter() - t, 2)
+        secs[name] = round(secs.get(name, 0.0) + time.perf_counter() - t, 2)
         return out
 
     if config.neurons and any(p.hook == "mlp_neurons" for p in store.points):
@@ -182,11 +184,12 @@ def run_analyses(
         traces = timed("traces", lambda: token_traces(lm, probe, texts, labels))
         files["traces"] = str(traces.save(run / "traces.json"))
     if config.vectors or config.caution:
-        vec_files = timed("vectors", lambda: save_risk_vector(store, run))
-        files.update({f"vector_{k}": v for k, v in vec_files.items()})
+        vec = timed("vectors", lambda: diff_of_means_vector(store, "resid_post"))
+        if config.vectors:
+            vec_files = timed("vectors", lambda: save_risk_vector(store, run, vector=vec))
+            files.update({f"vector_{k}": v for k, v in vec_files.items()})
         if config.caution:
             say("steering demo")
-            vec = SteeringVector.load(vec_files["safetensors"])
             layer = config.caution_layer if config.caution_layer is not None else int(0.55 * lm.n_layers)
             layer = min(vec.layers, key=lambda k: abs(k - layer))
             demo = timed("caution", lambda: caution_demo(lm, vec, layers=[layer], scale=config.caution_scale,
@@ -194,7 +197,7 @@ def run_analyses(
                                                          n_generate=config.caution_generate))
             files["caution"] = str(demo.save(run / "caution.json"))
     return AnalysisOutputs(ranking=ranking, effects=effects, ask=ask, traces=traces, caution=demo, files=files,
-                           seconds=secs)
+                           seconds=secs, vector=vec)
 
 
 __all__ = ["AnalysisConfig", "AnalysisOutputs", "run_analyses"]

@@ -112,14 +112,16 @@ def random_like(vec: SteeringVector, seed: int = 0) -> SteeringVector:
     return SteeringVector(out, hook=vec.hook, model=vec.model, meta={"method": "random", "seed": seed})
 
 
-def save_risk_vector(store, run_dir: str | Path, *, hook: str = "resid_post", name: str = "risk_diff_of_means") -> dict:
+def save_risk_vector(store, run_dir: str | Path, *, hook: str = "resid_post", name: str = "risk_diff_of_means",
+                     vector: SteeringVector | None = None) -> dict:
     """Save the all-layer diff-of-means vector in ``run_dir/vectors/``: riskscope format + control-vector GGUF.
 
     Returns the paths written. The GGUF leaves out layer 0 (llama.cpp cannot steer block 0's output).
+    ``vector`` is that vector when the caller has already computed it (``diff_of_means_vector(store, hook)``).
     """
     from ._gguf import export_control_vector
 
-    vec = diff_of_means_vector(store, hook)
+    vec = vector if vector is not None else diff_of_means_vector(store, hook)
     out = Path(run_dir) / "vectors"
     st = vec.save(out / name)
     paths = {"safetensors": str(st), "json": str(st.with_suffix(".json"))}
