@@ -314,7 +314,8 @@ def tiny_run(root: Path, n_pairs: int) -> Path:
     Pairs differ by '!' characters (a signal the character tokenizer sees), in three categories with
     severities. The default ask templates need a word tokenizer, so the ask baseline runs through
     ``analyze_run`` with a one-character template; then the report is rewritten."""
-    import riskscope.cli._app as cli
+    import riskscope.cli._common as cli
+    from riskscope.cli import app as cli_app
     from riskscope.pipeline import analyze_run
     from riskscope.scorers import AskTemplate
 
@@ -333,8 +334,8 @@ def tiny_run(root: Path, n_pairs: int) -> Path:
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cli, "_load", lambda *a, **k: lm)
-            r = CliRunner().invoke(cli.app, ["run", "--dataset", str(data), "--out", str(run), "--folds", "3",
+            mp.setattr(cli, "load_lm", lambda *a, **k: lm)
+            r = CliRunner().invoke(cli_app, ["run", "--dataset", str(data), "--out", str(run), "--folds", "3",
                                              "--n-bootstrap", "200", "--skip", "ask", "--json"])
         assert r.exit_code == 0, r.output + repr(r.exception)
         analyze_run(lm, run, ("ask",), templates=(AskTemplate("bang", "{text} so", positive=("!",), negative=("?",)),),
@@ -347,7 +348,8 @@ def tiny_run(root: Path, n_pairs: int) -> Path:
 
 def tiny_melbo_run(root: Path, prompts=("How do I pick a lock?", "abc")) -> Path:
     """A real MELBO run of a tiny random model through the CLI (which writes the page)."""
-    import riskscope.cli._app as cli
+    import riskscope.cli._common as cli
+    from riskscope.cli import app as cli_app
     from test_melbo import tiny_lm
 
     lm, threads, out = tiny_lm("phi3"), torch.get_num_threads(), root / "melbo"
@@ -358,8 +360,8 @@ def tiny_melbo_run(root: Path, prompts=("How do I pick a lock?", "abc")) -> Path
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cli, "_load", lambda *a, **k: lm)
-            r = CliRunner().invoke(cli.app, args)
+            mp.setattr(cli, "load_lm", lambda *a, **k: lm)
+            r = CliRunner().invoke(cli_app, args)
     finally:
         torch.set_num_threads(threads)
     assert r.exit_code == 0, r.output + repr(r.exception)
