@@ -172,6 +172,10 @@ def _curve(value, where: str) -> Curve | None:
 _KNOWN = {"hook", "layer", "auc", "auc_ci", "f1", "accuracy", "pair_accuracy", "shuffled_auc", "roc"}
 
 
+_METRICS = ("auc", "f1", "accuracy", "pair_accuracy", "shuffled_auc", "shuffled_f1", "macro_f1", "spearman",
+            "shuffled_spearman")
+
+
 def _result(item, where: str) -> LayerResult:
     if not isinstance(item, dict):
         raise RiskscopeError(f"{where}: expected an object")
@@ -181,6 +185,9 @@ def _result(item, where: str) -> LayerResult:
     layer = item["layer"]
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise RiskscopeError(f"{where}: field 'layer' must be an integer, got {layer!r}")
+    for key, value in item.items():  # a metric is a number or null (NaN): anything else is a damaged file
+        if key in _METRICS and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RiskscopeError(f"{where}: field '{key}' must be a number or null, got {value!r}")
     ci = item.get("auc_ci")
     ci = (num(ci[0]), num(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (NAN, NAN)
     extra = {k: v for k, v in item.items()
