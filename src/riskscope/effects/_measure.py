@@ -333,10 +333,7 @@ class _Batch:
                 out = lay.blocks[i](h, *args[1:], **kwargs) if args else \
                     lay.blocks[i](**{**kwargs, "hidden_states": h})
                 h = out[0] if isinstance(out, tuple) else out
-            logits = lay.unembed(lay.final_norm(h[:, -1:]))[:, -1].float()
-        cap = getattr(self.lm.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+            logits = lay.softcap(lay.unembed(lay.final_norm(h[:, -1:]))[:, -1].float())  # the family's cap, if any
         return torch.log_softmax(logits, -1), self._scores(grabs)
 
     def run(self, ops: Sequence[Op]):

@@ -21,9 +21,11 @@ from ._capture import Captured, StopForward, capture, on_activation, run_batch, 
 from ._extract import capture_texts, iter_captures
 from ._ops import Ablate, Add, Clamp, Op, Scale, Set, intervene
 from ._points import HOOKS, HookName, HookPoint, Positions, module_for
+from ._replay import BlockCall, BlockReplay
 
 __all__ = [
-    "HOOKS", "Ablate", "Add", "Captured", "Clamp", "HookName", "HookPoint", "Op", "Positions", "Scale", "Set",
+    "HOOKS", "Ablate", "Add", "BlockCall", "BlockReplay", "Captured", "Clamp", "HookName", "HookPoint", "Op",
+    "Positions", "Scale", "Set",
     "StopForward", "batch_mask", "capture", "capture_texts", "current_mask", "intervene", "iter_captures",
     "module_for", "on_activation", "pad_batch", "position_ids_for", "position_index", "run_batch", "run_texts",
     "stop_after", "tokenize",
