@@ -16,6 +16,8 @@ from riskscope.scorers._ask import _evaluate
 from riskscope.cli._analysis import register
 from riskscope.errors import RiskscopeError
 from riskscope.hooks import HookPoint, capture, run_texts
+from riskscope.neurons import EffectsConfig, neuron_effects, rank_neurons
+from riskscope.probes import Probe
 from riskscope.scorers import pick_trace_texts, token_traces
 
 from conftest import make_tiny
@@ -136,7 +138,7 @@ def test_attribution_is_gradient_times_input():
 def test_trace_errors(store):
     lm, st = store
     with pytest.raises(RiskscopeError, match="expects 32 features but the model's mlp_neurons width is 48"):
-        token_traces(lm, _probe(lm, "resid_post", 1).__class__("mlp_neurons", 1, _probe(lm).estimator), ["a"])
+        token_traces(lm, Probe(estimator=_probe(lm).estimator, hook="mlp_neurons", layer=1), ["a"])
     with pytest.raises(RiskscopeError, match="labels for"):
         token_traces(lm, _probe(lm), ["a", "b"], [1])
     texts, labels = pick_trace_texts(st, 2, seed=0)

@@ -7,7 +7,8 @@ import torch
 
 from riskscope.errors import RiskscopeError
 from riskscope.hooks import (
-    HOOKS, Ablate, Add, Clamp, HookPoint, Scale, Set, capture, intervene, pad_batch, run_batch, run_texts, tokenize,
+    HOOKS, Ablate, Add, BlockReplay, Clamp, HookPoint, Scale, Set, capture, intervene, pad_batch, run_batch, run_texts,
+    tokenize,
 )
 
 from conftest import make_tiny
@@ -334,3 +335,73 @@ def test_capture_stop_skips_later_layers(family, deepest):
     for p in points:
         assert torch.equal(got[p], full[p])
     assert _hooks_left(lm) == []
+
+
+# --- block replay --------------------------------------------------------------------------------------
+
+
+REPLAY_FAMILIES = ["llama", "gemma2", "gemma3_text", "gpt2"]
+
+
+@pytest.mark.parametrize("family", REPLAY_FAMILIES)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_block_replay_without_an_edit_reproduces_the_full_forward(family, side):
+    lm = make_tiny(family)
+    input_ids, mask = pad_batch(tokenize(lm, TEXTS), 0, side)
+    with torch.no_grad():
+        full = run_batch(lm, input_ids, mask).logits
+        rec = BlockReplay.record(lm, input_ids, mask, halt=None)
+        for start in range(lm.n_layers):
+            h = rec.run(rec.hidden_in(start), start)
+            torch.testing.assert_close(rec.logits(h), full, atol=1e-5, rtol=0)
+            torch.testing.assert_close(rec.logits(h, -1), full[:, -1], atol=1e-5, rtol=0)
+    if family == "gemma2":  # the adapter's final-logit soft cap is part of the replayed logits
+        assert lm.layout.logit_softcap == lm.model.config.final_logit_softcapping > 0
+    assert _hooks_left(lm) == []
+
+
+@pytest.mark.parametrize("family", REPLAY_FAMILIES)
+def test_block_replay_with_ops_equals_the_intervened_forward(family):
+    lm = make_tiny(family)
+    input_ids, mask = pad_batch(tokenize(lm, TEXTS), 0, "left")
+    ops = [Add(HookPoint("resid_post", 1), vector=torch.linspace(-1, 1, lm.d_model), positions="last"),
+           Clamp(HookPoint("mlp_neurons", 2), indices=(0, 3), value=1.5)]
+    with torch.no_grad():
+        with intervene(lm, ops):
+            want = run_batch(lm, input_ids, mask).logits[:, -1]
+        rec = BlockReplay.record(lm, input_ids, mask, halt=None)
+        got = rec.logits(rec.run(rec.hidden_in(1), 1, ops=ops), -1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)  # position-aware ops saw the recorded mask
+    assert _hooks_left(lm) == []
+
+
+@pytest.mark.parametrize("halt,ran", [("before", [0, 1]), ("after", [0, 1, 2]), (None, [0, 1, 2])])
+def test_block_replay_recording_stops_early(halt, ran):
+    lm = make_tiny("llama")
+    input_ids, mask = pad_batch(tokenize(lm, TEXTS), 0, "right")
+    seen: list[int] = []
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: seen.append(i)) for i, b in enumerate(lm.layout.blocks)]
+    try:
+        with torch.no_grad():
+            rec = BlockReplay.record(lm, input_ids, mask, 1, 2, halt=halt)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == ran and rec.layers == [1, 2]
+    with torch.no_grad():
+        with capture(lm, [HookPoint("resid_post", 1)], "all") as got:
+            run_batch(lm, input_ids, mask)
+        h1 = rec.run(rec.hidden_in(1), 1, 1)
+        assert rec.run(h1, 2, 1) is h1  # an empty range of blocks returns its input
+    torch.testing.assert_close(h1, got[HookPoint("resid_post", 1)], atol=1e-6, rtol=0)
+    assert _hooks_left(lm) == []
+
+
+def test_block_replay_names_blocks_never_called():
+    lm = make_tiny("llama")
+    input_ids, mask = pad_batch(tokenize(lm, TEXTS), 0, "right")
+    with torch.no_grad(), BlockReplay.recording(lm, 0, 1) as rec:
+        run_batch(lm, input_ids, mask, output_hidden_states=False)
+    assert rec.complete(0, 1) and not rec.complete()
+    with pytest.raises(RiskscopeError, match=r"blocks \[2\] of tiny-llama were never called.*--module-paths blocks="):
+        rec.require()

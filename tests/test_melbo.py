@@ -103,14 +103,15 @@ def test_slice_equals_full_forward(family, ids):
         torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6)
 
 
-ROWS_ON = {"llama", "mistral", "qwen2"}  # pre-norm rotary blocks without extra norms
+ROWS_ON = {"llama", "mistral", "qwen2", "qwen3"}  # the adapters that describe a pre-norm rotary block
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("ids", [IDS, SHARED], ids=["plain", "shared-prefix"])
 def test_target_block_at_selected_rows_only(family, ids):
-    """The row-only target block gives the full model's values and the plain path's gradients; families
-    it does not fit (Qwen3's q/k norms, Gemma's extra norms, fused projections) are caught at setup."""
+    """The row-only target block gives the full model's values and the plain path's gradients; it runs for
+    the families whose adapter describes a Llama-style block (Qwen3's q/k norms included), not for others
+    (Gemma's extra norms, fused projections)."""
     lm = tiny_lm(family)
     pos = Positions.parse("last:2")
     sl = SteeredSlice(lm, ids, 0, 2, pos)
@@ -127,6 +128,21 @@ def test_target_block_at_selected_rows_only(family, ids):
     grad = torch.autograd.grad(sl.objective_of(theta, 2, 1).sum(), theta)[0]
     want = torch.autograd.grad(plain.objective(plain.target_acts(theta), 2, 1).sum(), theta)[0]
     torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6)
+
+
+def test_target_rows_guard_against_a_wrong_adapter_description():
+    """An adapter that leaves out Qwen3's q/k norms makes the row-only block disagree with the block: caught."""
+    import dataclasses
+
+    from riskscope.models import RotaryBlock
+
+    lm = tiny_lm("qwen3")
+    spec = dataclasses.replace(lm.layout.spec, rotary=RotaryBlock())
+    wrong = dataclasses.replace(lm, layout=dataclasses.replace(lm.layout, spec=spec))
+    sl = SteeredSlice(wrong, IDS, 0, 2, Positions.parse("last:2"))
+    assert sl.rows_note.startswith("off (mismatch"), sl.rows_note
+    gpt2 = SteeredSlice(tiny_lm("gpt2"), IDS, 0, 2, Positions.parse("last:2"))
+    assert gpt2.rows_note == "off (not a pre-norm rotary block: gpt2)"
 
 
 def test_target_rows_off_when_the_objective_reads_most_tokens():
@@ -532,7 +548,7 @@ def test_default_model_slice_and_training(default_lm):
     theta = torch.stack([v.vectors[8] for v in res.vectors])
     torch.testing.assert_close(theta @ theta.T, R**2 * torch.eye(4), rtol=1e-4, atol=1e-3 * R**2)
     rand = torch.randn(4, lm.d_model, generator=torch.Generator().manual_seed(9))
-    from riskscope.melbo._engine import objective_of
+    from riskscope.melbo._train import objective_of
 
     rand_obj = objective_of(sl, res.config, rand / rand.norm(dim=1, keepdim=True) * R)
     assert float(res.training.objective_V.mean()) > float(rand_obj.mean())

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+import riskscope
 from riskscope.errors import ModelError, RiskscopeError
 from riskscope.hooks import HOOKS, Add, HookPoint, capture, intervene, run_texts
 from riskscope.models import load_model, resolve_layout
@@ -100,6 +103,50 @@ def test_layer_index():
     for bad in (3, -4):
         with pytest.raises(ModelError, match=r"3 layers \(0\.\.2, or -1\.\.-3\)"):
             lay.layer_index(bad)
+
+
+ROTARY = {"llama", "mistral", "qwen2", "qwen3"}  # families whose adapter describes a Llama-style block
+
+
+def test_adapter_family_facts(tiny):
+    """The soft cap and the rotary-block parts come from the adapter, and match the live model."""
+    lay, cfg = tiny.layout, tiny.model.config
+    cap = getattr(cfg, "final_logit_softcapping", None) if cfg.model_type.startswith("gemma") else None
+    assert lay.logit_softcap == (float(cap) if cap else None)
+    last = HookPoint("resid_post", -1)
+    with torch.no_grad(), capture(tiny, [last], "all") as got:
+        out, _ = run_texts(tiny, ["hello world", "ab"])
+        torch.testing.assert_close(lay.logits(got[last]), out.logits, atol=1e-5, rtol=0)  # norm, unembed, cap
+    parts = lay.rotary(1)
+    assert (parts is not None) == (cfg.model_type in ROTARY)
+    if parts is not None:
+        attn = lay.attn[1]
+        assert parts.q is attn.q_proj and parts.o is attn.o_proj and parts.mlp is lay.mlp[1]
+        assert parts.norm_attn is lay.blocks[1].input_layernorm and parts.head_dim == attn.head_dim
+        assert (parts.q_norm is not None) == (cfg.model_type == "qwen3")
+        x, ones = torch.randn(2, 3, 5, parts.head_dim), torch.ones(2, 5, parts.head_dim)
+        torch.testing.assert_close(parts.rope(x, ones, 0 * ones), x)  # angle 0: no rotation
+
+
+def test_rotary_parts_fail_loudly_when_the_block_is_not_llama_style():
+    from riskscope.models import RotaryBlock
+
+    lm = make_tiny("llama")
+    lay = resolve_layout(lm.model)
+    broken = type(lay)(**{**{f: getattr(lay, f) for f in lay.__dataclass_fields__},
+                          "spec": dataclasses.replace(lay.spec, rotary=RotaryBlock(q="query"))})
+    with pytest.raises(ModelError, match="has no 'query'.*not a Llama-style rotary block"):
+        broken.rotary(0)
+
+
+def test_no_module_above_models_reads_family_internals():
+    """Family facts live in the adapters: no other package names a family's config attributes or parts."""
+    root = Path(riskscope.__file__).parent
+    words = ("final_logit_softcapping", "rotate_half", "input_layernorm", "post_attention_layernorm", "q_proj",
+             "self_attn", "model_type ==")
+    hits = [f"{p.relative_to(root)}: {w}" for p in root.rglob("*.py") if "models" not in p.relative_to(root).parts
+            for w in words if w in p.read_text()]
+    assert hits == []
 
 
 def test_load_errors_are_clear(tmp_path):

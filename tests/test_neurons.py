@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from riskscope.data import Dataset, Row
-from riskscope.effects import LinearReadout, PointProbe, run_effects
+from riskscope.effects import run_effects
 from riskscope.errors import RiskscopeError, StoreError
 from riskscope.hooks import Ablate, Add, Clamp, HookPoint, Scale, Set
+from riskscope.probes import LinearReadout, Probe
 from riskscope.neurons import (
     EffectsConfig, direct_logit_attribution, neuron_effects, rank_neurons, validation_rows,
 )
@@ -139,7 +140,7 @@ def test_bad_neuron_and_layer_indices_raise():
 def _probe(lm, hook="resid_post", layer=2, seed=0):
     rng = np.random.default_rng(seed)
     w = HookPoint(hook, layer).width(lm)
-    return PointProbe(hook, layer, LinearReadout(rng.normal(size=w), 0.1, np.zeros(w), np.ones(w)))
+    return Probe(estimator=LinearReadout(rng.normal(size=w), 0.1, np.zeros(w), np.ones(w)), hook=hook, layer=layer)
 
 
 ALL_OPS = {
@@ -169,6 +170,22 @@ def test_batched_replay_equals_full_forwards_and_single_texts(tiny):
                                    [t.mean_dlogp for t in one[name].boosts], atol=1e-4)
     assert np.all(fast["clamp"].probe_delta["mlp_neurons.0"] == 0)  # upstream of the clamp: untouched
     assert hooks_left(tiny) == []  # every intervention's hooks were removed
+
+
+def test_effects_replay_is_used_and_verified(tiny):
+    """The batch's block replay reproduces its clean forward on every family, so it is not silently replaced
+    by full forwards."""
+    from riskscope.effects._measure import _Batch
+    from riskscope.hooks import pad_batch, tokenize
+
+    input_ids, mask = pad_batch(tokenize(tiny, TEXTS), 0, "left")
+    with torch.inference_mode():
+        batch = _Batch(tiny, input_ids, mask, [_probe(tiny)], replay=True)
+        assert batch.replay and batch.blocks.layers == list(range(tiny.n_layers))
+        lp, scores = batch.run([Scale(HookPoint("mlp_neurons", 2), indices=(0,), factor=1.0)])
+    torch.testing.assert_close(lp, batch.clean_lp, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scores["resid_post.2"], batch.clean_scores["resid_post.2"], atol=1e-5)
+    assert hooks_left(tiny) == []
 
 
 def test_identity_interventions_change_nothing():

@@ -8,7 +8,6 @@ the run's model with the settings its manifest recorded (``--model``, ``--trust-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -26,25 +25,9 @@ def _store_of(run: Path):
 
 def _probe_of(run: Path, store, hook: Optional[str], layer: Optional[int]):
     """The run's probe bundle if there is one, else a probe fitted on the store at the best (or given) point."""
-    from ..effects import PointProbe, fit_point_probe
+    from ..probes import probe_for_run
 
-    bundle = Path(run) / "probe"
-    if hook is None and layer is None and bundle.is_dir():
-        try:
-            from ..probes import Probe  # written by the run pipeline
-
-            return PointProbe.of(Probe.load(bundle))
-        except ImportError:
-            pass
-    if hook is None or layer is None:
-        metrics = Path(run) / "metrics.json"
-        best = json.loads(metrics.read_text()).get("best", {}) if metrics.is_file() else {}
-        hook = hook or best.get("hook") or "resid_post"
-        have = sorted(p.layer for p in store.points if p.hook == hook)
-        if not have:
-            raise RiskscopeError(f"{store.root} holds no {hook} points to fit a probe on")
-        layer = layer if layer is not None else best.get("layer", have[(2 * len(have)) // 3])
-    return fit_point_probe(store, hook, int(layer))
+    return probe_for_run(run, store, hook=hook, layer=layer)
 
 
 def _load_vector(path: Path):

@@ -22,15 +22,16 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .._io import json_float
 from ..errors import RiskscopeError
-from ..hooks import HookPoint, Op, batch_mask, capture, intervene, pad_batch, run_batch, tokenize
+from ..hooks import BlockReplay, Op, capture, intervene, pad_batch, run_batch, tokenize
 from ..models import LoadedModel
+from ..probes import Probe
 
 RISK_WORDS: tuple[str, ...] = (
     " risk", " risks", " risky", " attack", " attacks", " attacker", " security", " secure", " breach", " threat",
@@ -50,93 +51,7 @@ NEUTRAL_WORDS: tuple[str, ...] = (
 flattens the next-token distribution (which lifts every rare word, risk words included)."""
 
 
-# --- probes read during the forwards ------------------------------------------------------------
-
-
-class LinearReadout:
-    """A fitted linear score ``((x - mean_) / scale_) @ coef_ + intercept_`` (sklearn-style attributes)."""
-
-    def __init__(self, coef: np.ndarray, intercept: float, mean: np.ndarray, scale: np.ndarray):
-        self.coef_ = np.asarray(coef, dtype=np.float64).reshape(1, -1)
-        self.intercept_ = np.asarray([float(intercept)])
-        self.mean_ = np.asarray(mean, dtype=np.float64)
-        self.scale_ = np.asarray(scale, dtype=np.float64)
-
-    def decision_function(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        return ((X - self.mean_) / self.scale_) @ self.coef_[0] + self.intercept_[0]
-
-
-@dataclass(frozen=True, eq=False)
-class PointProbe:
-    """A fitted probe and the hook point it reads (``scoring.Probe`` bundles convert with :meth:`of`)."""
-
-    hook: str
-    """Hook of the activations the probe was trained on."""
-    layer: int
-    """Layer of those activations."""
-    estimator: Any
-    """Fitted estimator with ``decision_function`` (e.g. :class:`~riskscope.probes.LogisticProbe`)."""
-    positions: str = "last"
-    """Token reduction the probe was trained on: ``last`` or ``mean``."""
-
-    def __post_init__(self) -> None:
-        HookPoint(self.hook, self.layer)  # validates the hook name
-        if self.positions not in ("last", "mean"):
-            raise RiskscopeError(f"probe positions must be 'last' or 'mean', got {self.positions!r}")
-
-    @property
-    def point(self) -> HookPoint:
-        return HookPoint(self.hook, self.layer)
-
-    @property
-    def name(self) -> str:
-        return str(self.point)
-
-    def logit(self, X_NW) -> np.ndarray:
-        """(N,) decision values (log-odds of risky) of activation rows ``X_NW``."""
-        X = np.asarray(X_NW, dtype=np.float64)
-        return np.asarray(self.estimator.decision_function(X), dtype=np.float64).reshape(len(X))
-
-    def direction(self) -> np.ndarray:
-        """(W,) the probe's weight vector in raw activation units (``coef_ / scale_``)."""
-        coef = np.asarray(self.estimator.coef_, dtype=np.float64).reshape(-1)
-        scale = np.asarray(getattr(self.estimator, "scale_", np.ones_like(coef)), dtype=np.float64).reshape(-1)
-        return coef / scale
-
-    def check(self, lm: LoadedModel) -> None:
-        """Raise a clear error when the probe does not fit ``lm``."""
-        width = self.point.width(lm)
-        lm.layout.layer_index(self.layer)
-        n = getattr(self.estimator, "n_features_in_", None) or np.asarray(self.estimator.coef_).shape[-1]
-        if int(n) != width:
-            raise RiskscopeError(f"probe {self.name} expects {n} features but the model's {self.hook} width is {width}")
-
-    @classmethod
-    def of(cls, probe: Any) -> "PointProbe":
-        """Accept a :class:`PointProbe` or any object with ``hook``, ``layer``, ``estimator`` (a probe bundle)."""
-        if isinstance(probe, cls):
-            return probe
-        try:
-            pos = getattr(probe, "positions", "last")
-            return cls(str(probe.hook), int(probe.layer), probe.estimator, pos if pos in ("last", "mean") else "last")
-        except AttributeError:
-            raise RiskscopeError(f"{type(probe).__name__} is not a probe: it needs hook, layer and estimator") from None
-
-
-def fit_point_probe(store, hook: str, layer: int, C: float = 0.01) -> PointProbe:
-    """Fit a :class:`~riskscope.probes.LogisticProbe` on all rows of one store point."""
-    from ..probes import LogisticProbe
-
-    X = store.read(HookPoint(hook, layer))
-    est = LogisticProbe(C=C).fit(X, store.labels)
-    pos = store.manifest.get("positions", "last")
-    return PointProbe(hook, layer, est, pos if pos in ("last", "mean") else "last")
-
-
 # --- results ------------------------------------------------------------------------------------
-
-
 
 
 @dataclass(frozen=True)
@@ -276,28 +191,21 @@ def _op_layers(lm: LoadedModel, ops: Sequence[Op]) -> list[int]:
 
 
 class _Batch:
-    """One padded batch: a clean forward that remembers what every block received, so an
-    intervention whose first operation sits at layer ``L`` re-runs only blocks ``L..`` (the
-    clean activations below ``L`` are identical) and unembeds only the last position."""
+    """One padded batch: a clean forward that records what every block received (a
+    :class:`~riskscope.hooks.BlockReplay`), so an intervention whose first operation sits at layer
+    ``L`` re-runs only blocks ``L..`` (the clean activations below ``L`` are identical) and unembeds
+    only the last position."""
 
-    def __init__(self, lm: LoadedModel, input_ids, mask, probes: Sequence[PointProbe], replay: bool,
+    def __init__(self, lm: LoadedModel, input_ids, mask, probes: Sequence[Probe], replay: bool,
                  verify: bool = True):
         self.lm, self.mask, self.probes = lm, mask, probes
         self.input_ids = input_ids
-        self.calls: dict[int, tuple[tuple, dict]] = {}
-        blocks = lm.layout.blocks
-        handles = []
-        try:
-            if replay:
-                for i, block in enumerate(blocks):
-                    def record(mod, args, kwargs, i=i):
-                        self.calls[i] = (args, kwargs)
-                    handles.append(block.register_forward_pre_hook(record, with_kwargs=True))
+        self.blocks: BlockReplay | None = None
+        with contextlib.ExitStack() as stack:
+            rec = stack.enter_context(BlockReplay.recording(lm, mask=mask)) if replay else None
             self.clean_lp, self.clean_scores = self._full(())
-        finally:
-            for h in handles:
-                h.remove()
-        self.replay = replay and len(self.calls) == len(blocks)
+        self.replay = rec is not None and rec.complete()
+        self.blocks = rec if self.replay else None
         if self.replay and verify:  # the replay must reproduce the clean forward, or it is not used
             lp, _ = self._replay((), 0)
             tol = 1e-4 if lm.model.dtype == torch.float32 else 5e-2
@@ -321,22 +229,12 @@ class _Batch:
         return torch.log_softmax(out.logits[:, -1].float(), -1), self._scores(grabs)
 
     def _replay(self, ops: Sequence[Op], start: int):
-        lay = self.lm.layout
+        rec = self.blocks
         with contextlib.ExitStack() as stack:
-            stack.enter_context(batch_mask(self.mask))
-            stack.enter_context(intervene(self.lm, ops))
+            stack.enter_context(intervene(self.lm, ops))  # before the captures: probes read the edited values
             grabs = self._captures(stack, start)
-            args, kwargs = self.calls[start]
-            h = args[0] if args else kwargs["hidden_states"]
-            for i in range(start, lay.n_layers):
-                args, kwargs = self.calls[i]
-                out = lay.blocks[i](h, *args[1:], **kwargs) if args else \
-                    lay.blocks[i](**{**kwargs, "hidden_states": h})
-                h = out[0] if isinstance(out, tuple) else out
-            logits = lay.unembed(lay.final_norm(h[:, -1:]))[:, -1].float()
-        cap = getattr(self.lm.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+            h = rec.run(rec.hidden_in(start), start)
+        logits = rec.logits(h, -1).float()  # final norm, unembedding and the family's soft cap, last column only
         return torch.log_softmax(logits, -1), self._scores(grabs)
 
     def run(self, ops: Sequence[Op]):
@@ -352,7 +250,7 @@ def run_effects(
     texts: Sequence[str],
     interventions: Mapping[str, Sequence[Op]],
     *,
-    probes: Sequence[Any] = (),
+    probes: Sequence[Probe] = (),
     risk_words: Sequence[str] = RISK_WORDS,
     neutral_words: Sequence[str] = NEUTRAL_WORDS,
     batch_size: int = 32,
@@ -367,7 +265,7 @@ def run_effects(
         lm: the model.
         texts: texts whose next token is predicted (or their token-id lists).
         interventions: name -> hook operations applied together.
-        probes: probes (or probe bundles) whose logit change is reported.
+        probes: :class:`~riskscope.probes.Probe` values whose logit change is reported.
         risk_words: words whose joint next-token log-probability is tracked.
         neutral_words: everyday words; the change of ``log P(risk) - log P(neutral)`` is reported too.
         batch_size: texts per forward.
@@ -383,7 +281,7 @@ def run_effects(
         raise RiskscopeError("no texts to measure effects on")
     if batch_size < 1:
         raise RiskscopeError(f"batch_size must be >= 1, got {batch_size}")
-    probes = [PointProbe.of(p) for p in probes]
+    probes = [Probe.of(p) for p in probes]
     for p in probes:
         p.check(lm)
     ids = [list(t) for t in texts] if not isinstance(texts[0], str) else tokenize(lm, texts)
@@ -420,7 +318,5 @@ def run_effects(
     return {name: accs[name].result(name, lm.tokenizer, n, top_tokens, min_prob) for name in interventions}
 
 
-__all__ = [
-    "NEUTRAL_WORDS", "RISK_WORDS", "InterventionEffect", "LinearReadout", "PointProbe", "TokenShift", "fit_point_probe",
-    "run_effects", "token_text", "word_token_ids",
-]
+__all__ = ["NEUTRAL_WORDS", "RISK_WORDS", "InterventionEffect", "TokenShift", "run_effects", "token_text",
+           "word_token_ids"]

@@ -24,11 +24,12 @@ from ._checks import CheckedTexts, check_texts, check_token_ids
 from ._extract import CapturedTexts, capture_texts, iter_captures
 from ._ops import Ablate, Add, Clamp, Op, Scale, Set, intervene
 from ._points import HOOKS, HookName, HookPoint, Positions, module_for
+from ._replay import BlockCall, BlockReplay
 
 __all__ = [
-    "HOOKS", "Ablate", "Add", "Captured", "CapturedTexts", "CheckedTexts", "Clamp", "HookName", "HookPoint", "Op",
-    "Positions", "Scale", "Set", "StopForward", "batch_mask", "capture", "capture_texts", "check_texts",
-    "check_token_ids", "current_mask", "intervene", "iter_captures",
+    "HOOKS", "Ablate", "Add", "BlockCall", "BlockReplay", "Captured", "CapturedTexts", "CheckedTexts", "Clamp",
+    "HookName", "HookPoint", "Op", "Positions", "Scale", "Set", "StopForward", "batch_mask", "capture",
+    "capture_texts", "check_texts", "check_token_ids", "current_mask", "intervene", "iter_captures",
     "module_for", "on_activation", "pad_batch", "position_ids_for", "position_index", "run_batch", "run_texts",
     "stop_after", "tokenize",
 ]

@@ -1,10 +1,10 @@
 """The fast forward: only the layers between source and target, many perturbations per batch.
 
 Everything before the source layer does not depend on the perturbation, so it is
-run once. During that run, forward pre-hooks record the exact ``(args, kwargs)``
-each block from the source to the target receives (attention masks, rotary
-embeddings, position ids: whatever the family passes). A training step then calls
-those same block modules on ``cached input + perturbation``, one batch row per
+run once. During that run a :class:`~riskscope.hooks.BlockReplay` records the exact
+``(args, kwargs)`` each block from the source to the target receives (attention masks,
+rotary embeddings, position ids: whatever the family passes). A training step then
+re-runs those same block modules on ``cached input + perturbation``, one batch row per
 (vector, prompt) pair, and stops after the target block. Layers after the target,
 the final norm and the unembedding never run. This is family-agnostic: it relies
 only on each block being called as ``block(hidden_states, ...)``.
@@ -22,9 +22,9 @@ model's own KV cache, which is then repeated for each prompt while the suffixes 
 instead if they disagree.
 
 The target block itself is needed only where the objective looks (``last:2``: 2 tokens per
-prompt) plus every token's keys and values; for pre-norm rotary blocks (Llama-style)
-:class:`~riskscope.melbo._rows.RowTarget` computes just that, checked against the block at
-setup (``rows_note``).
+prompt) plus every token's keys and values; for pre-norm rotary blocks (Llama-style, as the
+family's adapter says) :class:`~riskscope.melbo._rows.RowTarget` computes just that, checked
+against the block at setup (``rows_note``).
 
 Batch rows are vector-major: row ``c * P + i`` holds vector ``c`` on prompt ``i``.
 """
@@ -38,15 +38,11 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import RiskscopeError
-from ..hooks import HookPoint, capture, pad_batch, position_ids_for, run_batch, tokenize
+from ..errors import ModelError, RiskscopeError
+from ..hooks import BlockReplay, HookPoint, capture, pad_batch, position_ids_for, run_batch, tokenize
 from ..models import LoadedModel
 from ._config import Positions
 from ._rows import RowTarget, rotary_tables
-
-
-class _Halt(Exception):
-    """Raised by a pre-hook once every block input needed is recorded."""
 
 
 # --- prompts -------------------------------------------------------------------------------------------
@@ -117,11 +113,6 @@ def add_to_output(module: torch.nn.Module, delta_fn: Callable[[Tensor, Tensor], 
         handle.remove()
 
 
-def _call_block(block: torch.nn.Module, hidden: Tensor, args: tuple, kwargs: dict) -> Tensor:
-    out = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
-    return out[0] if isinstance(out, tuple) else out
-
-
 # --- the objective -----------------------------------------------------------------------------------------
 
 
@@ -168,7 +159,7 @@ class SteeredSlice:
         self.h_src_PTD = got[points[0]]              # unsteered block-source output (model dtype)
         self.z0_PTD = got[points[1]].float()         # unsteered target activations
         self.neurons_PTF = got[points[2]]            # source MLP neurons (adapters read these)
-        self._replays: dict[int, dict[int, tuple[tuple, dict]]] = {}
+        self._replays: dict[int, BlockReplay] = {}
         self._prefixed: dict[int, tuple] = {}
         self.additive = self._check_additive()
         self.prefix_len = 0
@@ -179,57 +170,30 @@ class SteeredSlice:
         self._rows, self.rows_note = self._check_rows() if target_rows else (None, "off")
 
     # --- cached block inputs, one set per batch size -------------------------------------------------
-    def _replay(self, n_vectors: int) -> dict[int, tuple[tuple, dict]]:
+    def _replay(self, n_vectors: int) -> BlockReplay:
         if n_vectors not in self._replays:
             if len(self._replays) > 4:  # odd chunk sizes from callers: keep memory bounded
                 self._replays.clear()
             self._replays[n_vectors] = self._record_inputs(n_vectors)
         return self._replays[n_vectors]
 
-    def _record_inputs(self, n_vectors: int) -> dict[int, tuple[tuple, dict]]:
+    def _record_inputs(self, n_vectors: int) -> BlockReplay:
         """Run the unsteered model on ``n_vectors`` copies of the prompts up to the target block and
         record what each block source..target is called with (so batch shapes match exactly)."""
-        blocks = self.lm.layout.blocks
-        rec: dict[int, tuple[tuple, dict]] = {}
-        handles = []
-
-        def make(layer: int):
-            def pre(mod, args, kwargs):
-                rec[layer] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs))
-                if layer == self.target:
-                    raise _Halt
-            return pre
-
-        try:
-            for layer in range(self.source, self.target + 1):
-                handles.append(blocks[layer].register_forward_pre_hook(make(layer), with_kwargs=True))
-            with torch.no_grad():
-                try:
-                    run_batch(self.lm, self.input_ids.repeat(n_vectors, 1), self.mask.repeat(n_vectors, 1))
-                except _Halt:
-                    pass
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [i for i in range(self.source, self.target + 1) if i not in rec]
-        if missing:
-            raise RiskscopeError(f"blocks {missing} of {self.lm.model_id} were never called; the layout's "
-                                 f"'blocks' path may be wrong (override with --module-paths blocks=...)")
-        return rec
+        return BlockReplay.record(self.lm, self.input_ids.repeat(n_vectors, 1), self.mask.repeat(n_vectors, 1),
+                                  self.source, self.target)
 
     def _check_additive(self) -> bool:
         """True when a delta on the source MLP output reaches the block output unchanged."""
         rec = self._replay(1)
-        args, kwargs = rec[self.source]
-        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = rec.hidden_in(self.source)
         gen = torch.Generator(device="cpu").manual_seed(0)
         delta = torch.randn(self.lm.d_model, generator=gen).to(self.lm.device, hidden.dtype)
         delta = delta * (0.1 * float(self.h_src_PTD.norm(dim=-1).median()) / float(delta.norm()))
-        block = self.lm.layout.blocks[self.source]
         with torch.no_grad():
-            base = _call_block(block, hidden, args, kwargs)
+            base = rec.run(hidden, self.source, self.source)
             with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: delta):
-                moved = _call_block(block, hidden, args, kwargs)
+                moved = rec.run(hidden, self.source, self.source)
         err = float(((moved - base) - delta).norm() / (delta.norm() * (base.shape[0] * base.shape[1]) ** 0.5))
         tol = 1e-3 if hidden.dtype == torch.float32 else 3e-2
         return err < tol
@@ -242,51 +206,29 @@ class SteeredSlice:
 
     def _record_prefixed(self, n_vectors: int) -> tuple:
         """Record block inputs for the prefix pass (batch C, filling a KV cache) and the suffix pass
-        (batch C*P, reading the cache repeated per prompt). Returns (prefix rec, suffix rec, cache)."""
+        (batch C*P, reading the cache repeated per prompt). Returns (prefix replay, suffix replay, cache)."""
         L, P, C = self.prefix_len, self.n_prompts, n_vectors
-        blocks, device = self.lm.layout.blocks, self.lm.device
+        device = self.lm.device
         start = self.source if not self.additive else self.source + 1
         cache = self._new_cache()
-        recs: list[dict] = [{}, {}]
-        handles = []
-
-        def make(layer: int, which: int):
-            def pre(mod, args, kwargs):
-                recs[which][layer] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs))
-                if which == 1 and layer == self.target:
-                    raise _Halt
-            return pre
-
-        def halt(mod, args, output):
-            raise _Halt
-
         suffix_mask = self.mask[:, L:].repeat(C, 1)
-        suffix_ids = self.input_ids[:, L:].repeat(C, 1)
-        try:
-            for which, (ids, mask, pos) in enumerate([
-                (self.input_ids[:1, :L].repeat(C, 1), torch.ones(C, L, dtype=torch.long, device=device),
-                 torch.arange(L, device=device)[None].repeat(C, 1)),
-                (suffix_ids, torch.cat([torch.ones(C * P, L, dtype=torch.long, device=device), suffix_mask], 1),
-                 L + position_ids_for(suffix_mask)),
-            ]):
-                handles = [blocks[i].register_forward_pre_hook(make(i, which), with_kwargs=True)
-                           for i in range(start, self.target + 1)]
-                if which == 0:  # the cache must hold every layer up to the target
-                    handles.append(blocks[self.target].register_forward_hook(halt))
-                with torch.no_grad():
-                    try:
-                        self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                      use_cache=True)
-                    except _Halt:
-                        pass
-                for h in handles:
-                    h.remove()
-                handles = []
-                if which == 0:
-                    cache.batch_repeat_interleave(P)
-        finally:
-            for h in handles:
-                h.remove()
+        passes = [
+            # the prefix pass runs the target block too: the cache must hold every layer up to it
+            ("after", self.input_ids[:1, :L].repeat(C, 1), torch.ones(C, L, dtype=torch.long, device=device),
+             torch.arange(L, device=device)[None].repeat(C, 1)),
+            ("before", self.input_ids[:, L:].repeat(C, 1),
+             torch.cat([torch.ones(C * P, L, dtype=torch.long, device=device), suffix_mask], 1),
+             L + position_ids_for(suffix_mask)),
+        ]
+        recs = []
+        for halt, ids, mask, pos in passes:
+            with torch.no_grad(), BlockReplay.recording(self.lm, start, self.target, halt=halt) as rec:
+                self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                              use_cache=True)
+            rec.require(start, self.target)
+            recs.append(rec)
+            if halt == "after":
+                cache.batch_repeat_interleave(P)
         return recs[0], recs[1], cache
 
     def _prefix_replay(self, n_vectors: int) -> tuple:
@@ -369,32 +311,19 @@ class SteeredSlice:
         C = delta4.shape[0]
         rec = self._replay(C)
         flat = delta4.to(self.h_src_PTD.dtype).expand(C, P, T, D).reshape(C * P, T, D)
-        if self.additive:
-            hidden = self.h_src_PTD.repeat(C, 1, 1) + flat
-        else:
-            args, kwargs = rec[self.source]
-            hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = self.h_src_PTD.repeat(C, 1, 1) + flat if self.additive else rec.hidden_in(self.source)
         return self._run(rec, hidden, flat, last)
 
-    def _run(self, rec: dict, hidden: Tensor, delta_flat: Tensor, last: int, old_cache=None, cache=None) -> Tensor:
+    def _run(self, rec: BlockReplay, hidden: Tensor, delta_flat: Tensor, last: int, old_cache=None,
+             cache=None) -> Tensor:
         """Replay the recorded blocks up to ``last`` from ``hidden`` (the source block's output when additive,
         else its input, with ``delta_flat`` added to its MLP output); the recording's KV cache is swapped
         for ``cache``."""
-        blocks = self.lm.layout.blocks
-
-        def swap(v):
-            return cache if old_cache is not None and v is old_cache else v
-
-        if not self.additive:
-            args, kwargs = rec[self.source]
-            with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: delta_flat):
-                hidden = _call_block(blocks[self.source], hidden, tuple(swap(a) for a in args),
-                                     {k: swap(v) for k, v in kwargs.items()})
-        for layer in range(self.source + 1, last + 1):
-            args, kwargs = rec[layer]
-            hidden = _call_block(blocks[layer], hidden, tuple(swap(a) for a in args),
-                                 {k: swap(v) for k, v in kwargs.items()})
-        return hidden
+        replace = ((old_cache, cache),) if old_cache is not None else ()
+        if self.additive:
+            return rec.run(hidden, self.source + 1, last, replace=replace)
+        with add_to_output(self.lm.layout.mlp[self.source], lambda _i, _o: delta_flat):
+            return rec.run(hidden, self.source, last, replace=replace)
 
     def _hidden_prefixed(self, delta4: Tensor, last: int) -> tuple[Tensor, Tensor]:
         """Output of block ``last`` for the shared prefix once per vector (C, L, D), filling a fresh KV
@@ -407,30 +336,29 @@ class SteeredSlice:
         d_pre = delta4[:, 0, :L] if delta4.shape[2] > 1 else delta4[:, 0].expand(C, L, D)        # (C, L, D)
         d_suf = (delta4[:, :, L:] if delta4.shape[2] > 1 else delta4).expand(C, P, T - L, D)      # (C, P, S, D)
         d_suf = d_suf.reshape(C * P, T - L, D)
-        if self.additive:
-            z_pre = self._run(rec_p, self.h_src_PTD[:1, :L] + d_pre, d_pre, last, old, cache)
-        else:
-            args, kwargs = rec_p[self.source]
-            z_pre = self._run(rec_p, args[0] if args else kwargs["hidden_states"], d_pre, last, old, cache)
+        h = self.h_src_PTD[:1, :L] + d_pre if self.additive else rec_p.hidden_in(self.source)
+        z_pre = self._run(rec_p, h, d_pre, last, old, cache)
         cache.batch_repeat_interleave(P)
         if self.additive:
             h = (self.h_src_PTD[None, :, L:] + d_suf.reshape(C, P, T - L, D)).reshape(C * P, T - L, D)
-            z_suf = self._run(rec_s, h, d_suf, last, old, cache)
         else:
-            args, kwargs = rec_s[self.source]
-            z_suf = self._run(rec_s, args[0] if args else kwargs["hidden_states"], d_suf, last, old, cache)
+            h = rec_s.hidden_in(self.source)
+        z_suf = self._run(rec_s, h, d_suf, last, old, cache)
         return z_pre, z_suf
 
     # --- the target block at the selected rows only -----------------------------------------------------
     def _check_rows(self) -> tuple[RowTarget | None, str]:
         """Use :class:`RowTarget` when it applies, saves work and matches the block numerically."""
-        block = self.lm.layout.blocks[self.target]
         T = int(self.h_src_PTD.shape[1])
         if 2 * int(self.sel_prompt.shape[0]) > self.n_prompts * T:
             return None, "off (the objective reads most tokens)"
-        if not RowTarget.applies(block):
-            return None, f"off (not a pre-norm rotary block: {type(block).__name__})"
-        tables = rotary_tables(self._replay(1)[self.target][1], self.lengths)
+        try:
+            parts = self.lm.layout.rotary(self.target)
+        except ModelError as e:
+            return None, f"off ({e})"
+        if parts is None:
+            return None, f"off (not a pre-norm rotary block: {self.lm.layout.spec.family})"
+        tables = rotary_tables(parts, self._replay(1).calls[self.target].kwargs, self.lengths)
         if tables is None:
             return None, "off (no rotary tables recorded)"
         gen = torch.Generator(device="cpu").manual_seed(2)
@@ -439,7 +367,7 @@ class SteeredSlice:
         try:
             with torch.no_grad():
                 want = self.target_acts(delta)[:, self.sel_prompt, self.sel_token]
-                self._rows = RowTarget(block, *tables)
+                self._rows = RowTarget(parts, *tables)
                 got = self.selected_acts(delta)
         except Exception as e:  # an unexpected block layout: use the block itself
             self._rows = None

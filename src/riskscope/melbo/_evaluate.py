@@ -108,7 +108,6 @@ def fluency(lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], gens: Sequence
     out = np.full(len(gens), np.nan)
     todo = [k for k, g in enumerate(gens) if g.ids]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    cap = getattr(lm.model.config, "final_logit_softcapping", None)
     base = lm.model.base_model
     for start in range(0, len(todo), batch):
         ks = todo[start:start + batch]
@@ -120,9 +119,7 @@ def fluency(lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], gens: Sequence
             for row, k in enumerate(ks):
                 n_prompt, n_new = len(prompt_ids[gens[k].prompt]), len(gens[k].ids)
                 h = hidden[row, n_prompt - 1:n_prompt - 1 + n_new]
-                logits = lm.layout.unembed(h).float()
-                if cap:
-                    logits = torch.tanh(logits / cap) * cap
+                logits = lm.layout.softcap(lm.layout.unembed(h).float())  # the family's final-logit cap, if any
                 lp = torch.log_softmax(logits, -1).gather(1, input_ids[row, n_prompt:n_prompt + n_new, None])
                 out[k] = float(lp.mean())
     return out

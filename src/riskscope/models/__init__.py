@@ -2,7 +2,8 @@
 
 from ._load import LoadedModel, check_device, check_dtype, load_model, quiet_transformers
 from ._sources import NAMED_MODELS, named_gguf, riskscope_home
-from .adapters import ArchSpec, Layout, resolve_layout
+from .adapters import ArchSpec, Layout, RotaryBlock, RotaryParts, resolve_layout, rotate_half
 
-__all__ = ["ArchSpec", "Layout", "LoadedModel", "NAMED_MODELS", "check_device", "check_dtype", "load_model",
-           "named_gguf", "quiet_transformers", "resolve_layout", "riskscope_home"]
+__all__ = ["ArchSpec", "Layout", "LoadedModel", "NAMED_MODELS", "RotaryBlock", "RotaryParts", "check_device",
+           "check_dtype", "load_model", "named_gguf", "quiet_transformers", "resolve_layout", "riskscope_home",
+           "rotate_half"]

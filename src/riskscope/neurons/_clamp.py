@@ -14,16 +14,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .._io import atomic_json, json_float
-from ..effects import InterventionEffect, PointProbe, run_effects
+from ..effects import InterventionEffect, run_effects
 from ..errors import RiskscopeError
 from ..hooks import Clamp, HookPoint
 from ..models import LoadedModel
+from ..probes import Probe
 from ._rank import (
     HOOK, LogitAttribution, NeuronRanking, NeuronStat, check_neurons, direct_logit_attribution,
 )
@@ -179,7 +180,7 @@ def neuron_effects(
     layers: Sequence[int] | None = None,
     *,
     config: EffectsConfig = EffectsConfig(),
-    probe: Any = None,
+    probe: Probe | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> NeuronEffects:
     """Clamp top neurons (one at a time and as a group) next to random neurons, in batches.
@@ -191,7 +192,7 @@ def neuron_effects(
         layers: layers to intervene on (default: ``ranking.pick_layers(3, min_layer=n_layers // 2)``: the
             seed found the neurons that move the output in the later half).
         config: clamp mode, sizes, seed.
-        probe: an extra probe (e.g. the run's best probe bundle) whose score change is reported,
+        probe: an extra :class:`~riskscope.probes.Probe` (e.g. the run's) whose score change is reported,
             next to each layer's own ranking probe.
         progress: called with (forwards done, forwards total).
     """
@@ -223,7 +224,7 @@ def neuron_effects(
             interventions[name + ":control"] = [Clamp(HookPoint(HOOK, layer), indices=tuple(rs),
                                                       value=torch.as_tensor(rv, dtype=torch.float32), positions=pos)]
             plan.append((kind, layer, ns, v, rs, rv))
-    probes = [ranking.probe(layer) for layer in layers] + ([PointProbe.of(probe)] if probe is not None else [])
+    probes = [ranking.probe(layer) for layer in layers] + ([Probe.of(probe)] if probe is not None else [])
     eff = run_effects(lm, texts, interventions, probes=probes, batch_size=config.batch_size,
                       top_tokens=config.top_tokens, progress=progress)
     singles, groups = [], []

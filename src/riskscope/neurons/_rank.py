@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from .._io import atomic_json, json_float
-from ..effects import LinearReadout, PointProbe, token_text
+from ..effects import token_text
 from ..errors import RiskscopeError, StoreError
 from ..hooks import HookPoint
 from ..models import LoadedModel
+from ..probes import LinearReadout, Probe
 
 HOOK = "mlp_neurons"
 
@@ -113,11 +114,11 @@ class NeuronRanking:
         r, idx = self._row(layer), list(neurons)
         return self.risky_mean_LW[r, idx], self.benign_mean_LW[r, idx], self.sd_LW[r, idx]
 
-    def probe(self, layer: int) -> PointProbe:
+    def probe(self, layer: int) -> Probe:
         """The layer's ranking probe, to read its score during interventions."""
         r = self._row(layer)
         est = LinearReadout(self.coef_LW[r], float(self.intercept_L[r]), self.mean_LW[r], self.scale_LW[r])
-        return PointProbe(HOOK, layer, est)
+        return Probe(estimator=est, hook=HOOK, layer=layer, meta={"C": self.C, "ranking": self.by})
 
     def pick_layers(self, n: int = 3, min_layer: int = 0) -> list[int]:
         """The ``n`` layers (from ``min_layer`` on, when there are enough) whose top neurons differ most

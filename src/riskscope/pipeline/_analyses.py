@@ -28,8 +28,8 @@ import numpy as np
 
 from ..scorers import DEFAULT_TEMPLATES, AskEvaluation, AskTemplate, ask_baseline
 from ..steering import CautionDemo, caution_demo, diff_of_means_vector, save_risk_vector
-from ..effects import PointProbe, fit_point_probe
 from ..models import LoadedModel
+from ..probes import Probe, probe_for_run
 from ..neurons import EffectsConfig, NeuronEffects, check_store_model, neuron_effects, validation_rows
 from .._io import atomic_json
 from ..neurons import NeuronRanking, rank_neurons
@@ -92,20 +92,8 @@ class AnalysisOutputs:
     """The all-layer diff-of-means risk vector (saved under ``RUN/vectors/`` when ``vectors`` ran)."""
 
 
-def _probe(run: Path, store, probe: Any, metrics: dict | None) -> PointProbe:
-    if probe is not None:
-        return PointProbe.of(probe)
-    try:
-        from ..probes import Probe  # the run pipeline's probe bundle
-
-        if (run / "probe").is_dir():
-            return PointProbe.of(Probe.load(run / "probe"))
-    except ImportError:
-        pass
-    best = (metrics or {}).get("best") or {}
-    hook = best.get("hook", "resid_post")
-    layers = sorted(p.layer for p in store.points if p.hook == hook)
-    return fit_point_probe(store, hook, int(best.get("layer", layers[(2 * len(layers)) // 3])))
+def _probe(run: Path, store, probe: Any, metrics: dict | None) -> Probe:
+    return Probe.of(probe) if probe is not None else probe_for_run(run, store, metrics)
 
 
 def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfig) -> tuple[AskEvaluation, list]:
@@ -140,8 +128,8 @@ def run_analyses(
     Args:
         lm: the run's model (loaded from ``manifest.json``'s model id).
         run_dir: the run folder; ``store`` defaults to ``run_dir/store``.
-        probe: the best probe (a :class:`riskscope.probes.Probe` bundle or :class:`PointProbe`); default: loaded from
-            ``run_dir/probe`` or fitted on the store at ``metrics["best"]``.
+        probe: the best :class:`~riskscope.probes.Probe`; default: :func:`~riskscope.probes.probe_for_run`
+            (``run_dir/probe``, else fitted on the store at ``metrics["best"]``).
         metrics: the parsed ``metrics.json`` (for the best hook point).
         folds: the probes' outer fold of each row (``ProbeEvaluation.folds``), so the ask baseline is
             scored on the very same folds; default: the same grouped folds rebuilt from ``config``.

@@ -16,16 +16,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..effects import PointProbe, token_text
+from ..effects import token_text
 from .._io import atomic_json
 from ..errors import RiskscopeError
 from ..hooks import StopForward, capture, on_activation, pad_batch, run_batch, tokenize
 from ..models import LoadedModel
+from ..probes import Probe
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +71,7 @@ class TokenTraces:
         return atomic_json(path, self.to_dict())
 
 
-def _grad_x_input(lm: LoadedModel, probe: PointProbe, ids: list[list[int]]) -> list[np.ndarray]:
+def _grad_x_input(lm: LoadedModel, probe: Probe, ids: list[list[int]]) -> list[np.ndarray]:
     """Gradient x input of the probe's logit at the last token, per token, for one right-padded batch."""
     input_ids, mask = pad_batch(ids, lm.tokenizer.pad_token_id, "right", lm.device)
     w = torch.as_tensor(probe.direction(), dtype=torch.float32, device=lm.device)  # raw-space weights
@@ -97,7 +98,7 @@ def _grad_x_input(lm: LoadedModel, probe: PointProbe, ids: list[list[int]]) -> l
 
 def token_traces(
     lm: LoadedModel,
-    probe: Any,
+    probe: Probe,
     texts: Sequence[str],
     labels: Sequence[int] | None = None,
     *,
@@ -108,13 +109,16 @@ def token_traces(
 
     Args:
         lm: the model the probe was trained on.
-        probe: a :class:`~riskscope.effects.PointProbe` or probe bundle (hook, layer, estimator).
+        probe: a :class:`~riskscope.probes.Probe` on ``last`` or ``mean`` positions.
         texts: the texts to trace.
         labels: their labels, kept for display.
         attribution: also compute gradient x input of the last-token logit.
         batch_size: texts per forward.
     """
-    probe = PointProbe.of(probe)
+    probe = Probe.of(probe)
+    if probe.positions not in ("last", "mean"):
+        raise RiskscopeError(f"a token trace needs a probe on 'last' or 'mean' positions; probe {probe.name} reads "
+                             f"token indices {list(probe.positions)}")
     probe.check(lm)
     texts = list(texts)
     if labels is not None and len(labels) != len(texts):

@@ -18,16 +18,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .._io import atomic_json, json_float
-from ..effects import RISK_WORDS, PointProbe, run_effects
+from ..effects import RISK_WORDS, run_effects
 from ..errors import RiskscopeError
 from ..hooks import Add, HookPoint, Positions, intervene, pad_batch
 from ..models import LoadedModel
+from ..probes import Probe
 from ._vector import SteeringVector
 
 NEUTRAL_PROMPTS: tuple[str, ...] = (
@@ -94,9 +95,9 @@ def diff_of_means_vector(store, hook: str = "resid_post", layers: Sequence[int] 
                                 "weight_hash": model.get("weight_hash")})
 
 
-def probe_vector(probe: Any, *, norm: float | None = None) -> SteeringVector:
+def probe_vector(probe: Probe, *, norm: float | None = None) -> SteeringVector:
     """A probe's raw-space weight direction at its layer, scaled to ``norm`` (default: unit norm)."""
-    p = PointProbe.of(probe)
+    p = Probe.of(probe)
     v = torch.as_tensor(p.direction(), dtype=torch.float32)
     v = v / v.norm().clamp_min(1e-12) * (1.0 if norm is None else float(norm))
     return SteeringVector({p.layer: v}, hook=p.hook, meta={"method": "probe_direction", "probe": p.name})
@@ -277,7 +278,7 @@ def caution_demo(
     *,
     layers: Sequence[int] | None = None,
     scale: float = 4.0,
-    probe: Any = None,
+    probe: Probe | None = None,
     n_generate: int = 6,
     max_new_tokens: int = 24,
     chat: bool = False,
@@ -292,7 +293,7 @@ def caution_demo(
         prompts: neutral prompts (default :data:`NEUTRAL_PROMPTS`).
         layers: the vector's layers to use (default: all of them).
         scale: multiplier of the vector (1 = the class-mean difference for a diff-of-means vector).
-        probe: a probe (bundle) whose score change is measured at its point.
+        probe: a :class:`~riskscope.probes.Probe` whose score change is measured at its point.
         n_generate: prompts also completed greedily (unsteered, steered, random) to count risk words.
         max_new_tokens: length of those completions.
         chat: wrap prompts in the tokenizer's chat template (the default prompts are completions).
@@ -309,7 +310,7 @@ def caution_demo(
     vector.check(lm)
     control = random_like(vector, seed)
     ids = _prompt_ids(lm, prompts, chat)
-    probes = [PointProbe.of(probe)] if probe is not None else []
+    probes = [Probe.of(probe)] if probe is not None else []
     eff = run_effects(lm, ids, {"steered": vector.ops(scale), "random": control.ops(scale)}, probes=probes,
                       batch_size=batch_size, risk_words=RISK_WORDS)
     gen_prompts = list(prompts[:n_generate])

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ...errors import ModelError
 from . import gemma, gpt2, llama, neox, phi3, qwen
-from ._spec import ArchSpec
+from ._rotary import RotaryParts, rotary_parts, rotate_half
+from ._spec import ArchSpec, RotaryBlock
 
 SPECS: tuple[ArchSpec, ...] = (llama.SPEC, qwen.SPEC, gemma.SPEC, gpt2.SPEC, neox.SPEC, phi3.SPEC)
 _BY_TYPE = {t: s for s in SPECS for t in s.model_types}
@@ -73,10 +75,29 @@ class Layout:
     embed: nn.Module
     d_model: int
     d_mlp: int
+    logit_softcap: float | None = None
+    """Final-logit soft cap of this model (``spec.logit_softcap`` read from its config), or None."""
 
     @property
     def n_layers(self) -> int:
         return len(self.blocks)
+
+    def softcap(self, logits: Tensor) -> Tensor:
+        """Apply the family's final-logit soft cap (``c * tanh(logits / c)``); identity without one."""
+        c = self.logit_softcap
+        return logits if not c else torch.tanh(logits / c) * c
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Next-token logits of last-block outputs ``hidden`` (..., D): final norm, unembedding, soft cap."""
+        return self.softcap(self.unembed(self.final_norm(hidden)))
+
+    def rotary(self, layer: int) -> RotaryParts | None:
+        """The parts of block ``layer`` as a pre-norm rotary block, or None when the family's blocks are
+        not Llama-style; raises :class:`ModelError` when they should be but a part is missing."""
+        if self.spec.rotary is None:
+            return None
+        i = self.layer_index(layer)
+        return rotary_parts(self.spec.rotary, self.blocks[i], self.attn[i], self.mlp[i])
 
     def layer_index(self, layer: int) -> int:
         """Normalise a (possibly negative) layer index, or raise a clear error."""
@@ -102,6 +123,7 @@ def resolve_layout(model: nn.Module, module_paths: dict[str, str] | None = None)
     down = tuple(_get(b, spec.mlp_down, "mlp_down", model_type) for b in blocks)
     embed = _get(model, spec.embed, "embed", model_type)
     d_model = int(embed.weight.shape[1])
+    cap = getattr(getattr(model, "config", None), spec.logit_softcap, None) if spec.logit_softcap else None
     return Layout(
         spec=spec,
         blocks=tuple(blocks),
@@ -113,7 +135,9 @@ def resolve_layout(model: nn.Module, module_paths: dict[str, str] | None = None)
         embed=embed,
         d_model=d_model,
         d_mlp=_in_features(down[0]),
+        logit_softcap=float(cap) if cap else None,
     )
 
 
-__all__ = ["ArchSpec", "Layout", "PATH_FIELDS", "SPECS", "resolve_layout", "spec_for"]
+__all__ = ["ArchSpec", "Layout", "PATH_FIELDS", "RotaryBlock", "RotaryParts", "SPECS", "resolve_layout", "rotate_half",
+           "spec_for"]

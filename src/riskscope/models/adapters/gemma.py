@@ -2,7 +2,8 @@
 
 Gemma blocks norm the attention and MLP outputs again before adding them to
 the residual stream; ``attn_out``/``mlp_out`` are the module outputs *before*
-those post-norms.
+those post-norms. Gemma 2 soft-caps the final logits (``final_logit_softcapping``;
+Gemma 3 when its config sets it).
 """
 
 from ._spec import ArchSpec
@@ -17,4 +18,5 @@ SPEC = ArchSpec(
     final_norm="model.norm",
     unembed="lm_head",
     embed="model.embed_tokens",
+    logit_softcap="final_logit_softcapping",
 )

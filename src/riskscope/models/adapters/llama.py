@@ -1,6 +1,6 @@
-"""Llama, Mistral and SmolLM2 (SmolLM2 is a Llama)."""
+"""Llama, Mistral and SmolLM2 (SmolLM2 is a Llama): pre-norm rotary blocks with grouped K/V heads."""
 
-from ._spec import ArchSpec
+from ._spec import ArchSpec, RotaryBlock
 
 SPEC = ArchSpec(
     family="llama",
@@ -12,4 +12,5 @@ SPEC = ArchSpec(
     final_norm="model.norm",
     unembed="lm_head",
     embed="model.embed_tokens",
+    rotary=RotaryBlock(),
 )

@@ -1,6 +1,6 @@
 """Qwen2 and Qwen3 (gated MLP like Llama; Qwen3 adds q/k norms inside attention)."""
 
-from ._spec import ArchSpec
+from ._spec import ArchSpec, RotaryBlock
 
 SPEC = ArchSpec(
     family="qwen",
@@ -12,4 +12,5 @@ SPEC = ArchSpec(
     final_norm="model.norm",
     unembed="lm_head",
     embed="model.embed_tokens",
+    rotary=RotaryBlock(q_norm="q_norm", k_norm="k_norm"),
 )

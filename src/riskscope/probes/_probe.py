@@ -1,0 +1,281 @@
+"""The probe: a fitted linear readout at one hook point, and its saved bundle.
+
+A :class:`Probe` is what every part of riskscope reads a score with: the effects of
+interventions, the neuron clamps, per-token traces, the caution demo, ``riskscope score``.
+It holds the estimator (a :class:`~riskscope.probes.LogisticProbe`, a
+:class:`~riskscope.probes.LinearReadout`, or anything with ``decision_function`` and
+``coef_``), the hook point and token reduction its features come from and, for a saved
+probe, the model and weights it was trained on.
+
+``RUN/probe/`` holds ``bundle.json`` (format ``riskscope-probe/1``, model id + weight hash,
+hook, layer, positions, threshold, meta) beside the estimator's own ``config.json`` +
+``weights.safetensors`` (which include the standardisation). Never pickle.
+
+>>> probe = Probe.load("runs/default/probe")          # doctest: +SKIP
+>>> probe.score(["The fitness app requested access to contacts."])  # doctest: +SKIP
+array([0.83])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.special import expit
+
+from .._io import atomic_json, file_mode
+from .._version import __version__
+from ..errors import ModelError, RiskscopeError
+from ..hooks import HookPoint, capture_texts
+from ..models import LoadedModel, load_model
+from ._logistic import LogisticProbe
+from ._readout import LinearReadout
+
+FORMAT = "riskscope-probe/1"
+_OWN_FILES = frozenset({"bundle.json", "config.json", "weights.safetensors"})
+_ESTIMATORS = {"LogisticProbe": LogisticProbe, "LinearReadout": LinearReadout}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Probe:
+    """A fitted linear probe read at one hook point (optionally tied to the weights it was trained on)."""
+
+    estimator: Any
+    """Fitted estimator with ``decision_function`` and ``coef_`` (standardisation inside)."""
+    hook: str
+    """Hook of the activations the probe reads, e.g. ``resid_post``."""
+    layer: int
+    """Layer of those activations."""
+    positions: str | tuple[int, ...] = "last"
+    """Token reduction of the features: ``last``, ``mean``, or token indices (their rows concatenated)."""
+    model_id: str | None = None
+    """What ``load_model`` needs to rebuild the features (None for a probe fitted in memory)."""
+    weight_hash: str | None = None
+    """The weights the probe was trained on; other weights are refused (None: not checked)."""
+    threshold: float = 0.5
+    """Probability above which a text is called risky."""
+    meta: dict = field(default_factory=dict)
+    """Provenance: dataset, metrics of this layer, C, store."""
+
+    def __post_init__(self) -> None:
+        HookPoint(self.hook, int(self.layer))  # validates the hook name
+        object.__setattr__(self, "layer", int(self.layer))
+        if not callable(getattr(self.estimator, "decision_function", None)):
+            raise RiskscopeError(f"a probe needs a fitted estimator with decision_function; "
+                                 f"{type(self.estimator).__name__} has none")
+        pos = self.positions
+        if isinstance(pos, str):
+            if pos not in ("last", "mean"):
+                raise RiskscopeError(f"probe positions must be 'last', 'mean' or token indices, got {pos!r}")
+        else:
+            try:
+                pos = tuple(int(i) for i in pos)
+            except (TypeError, ValueError):
+                raise RiskscopeError(f"probe positions must be 'last', 'mean' or token indices, got {pos!r}") from None
+            if not pos:
+                raise RiskscopeError("probe positions must not be empty")
+            object.__setattr__(self, "positions", pos)
+
+    @classmethod
+    def of(cls, probe: Any) -> "Probe":
+        """``probe`` itself when it is a :class:`Probe`, else a clear error."""
+        if isinstance(probe, cls):
+            return probe
+        raise RiskscopeError(f"expected a riskscope Probe, got {type(probe).__name__}; make one with "
+                             f"Probe(estimator=..., hook=..., layer=...) or Probe.load(path)")
+
+    @property
+    def point(self) -> HookPoint:
+        return HookPoint(self.hook, self.layer)
+
+    @property
+    def name(self) -> str:
+        """The hook point as text, e.g. ``resid_post.22``."""
+        return str(self.point)
+
+    @property
+    def n_features(self) -> int:
+        n = getattr(self.estimator, "n_features_in_", None)
+        return int(n) if n else int(np.asarray(self.estimator.coef_).shape[-1])
+
+    # --- reading activations -------------------------------------------------------------------------
+
+    def logit(self, X) -> np.ndarray:
+        """(N,) decision values (log-odds of risky) of activation rows ``X`` (N, W), or (N, k, W) for
+        explicit token positions."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 3:
+            X = X.reshape(len(X), -1)
+        z = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
+        if z.size != len(X):
+            raise RiskscopeError(f"probe {self.name} is not a binary probe: it gives {z.shape} scores for "
+                                 f"{len(X)} rows")
+        return z.reshape(len(X))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(N,) probability that each activation row is risky."""
+        proba = getattr(self.estimator, "predict_proba", None)
+        if proba is None:
+            return expit(self.logit(X))
+        X = np.asarray(X, dtype=np.float64)
+        return np.asarray(proba(X.reshape(len(X), -1) if X.ndim == 3 else X), dtype=np.float64)[:, 1]
+
+    def direction(self) -> np.ndarray:
+        """(W,) the probe's weight vector in raw activation units (``coef_ / scale_``)."""
+        coef = np.asarray(self.estimator.coef_, dtype=np.float64).reshape(-1)
+        scale = np.asarray(getattr(self.estimator, "scale_", np.ones_like(coef)), dtype=np.float64).reshape(-1)
+        return coef / scale
+
+    # --- the model ---------------------------------------------------------------------------------
+
+    def check(self, lm: LoadedModel) -> None:
+        """Raise a clear error when the probe does not fit ``lm``: other weights, no such layer, other width."""
+        if self.weight_hash and lm.weight_hash != self.weight_hash:
+            raise ModelError(f"the probe was trained on weights {self.weight_hash[:12]}... but model "
+                             f"{lm.model_id!r} has weights {lm.weight_hash[:12]}...; use the model it was trained on")
+        lm.layout.layer_index(self.layer)
+        w = self.point.width(lm)
+        k = 1 if isinstance(self.positions, str) else len(self.positions)
+        if self.n_features != w * k:
+            what = f"width is {w}" if k == 1 else f"width {w} at {k} positions gives {w * k}"
+            raise RiskscopeError(f"probe {self.name} expects {self.n_features} features but the model's "
+                                 f"{self.hook} {what}")
+
+    def load_model(self, **kwargs) -> LoadedModel:
+        """Load the probe's model and check it is the one the probe was trained on."""
+        if not self.model_id:
+            raise RiskscopeError(f"probe {self.name} names no model; pass the model to use")
+        lm = load_model(self.model_id, **kwargs)
+        self.check(lm)
+        return lm
+
+    def features(self, lm: LoadedModel, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """The probe's feature rows of ``texts`` in ``lm``: (N, W), or (N, k, W) for token indices."""
+        reduce = self.positions if isinstance(self.positions, str) else tuple(self.positions)
+        return capture_texts(lm, texts, [self.point], reduce, batch_size)[self.point.normalised(lm)]
+
+    def score(self, texts: Sequence[str], lm: LoadedModel | None = None, batch_size: int = 32) -> np.ndarray:
+        """Probability that each text is risky, (N,) (the probe's model is loaded when ``lm`` is None)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if lm is None:
+            lm = self.load_model()
+        else:
+            self.check(lm)
+        if not texts:
+            return np.zeros(0)
+        return self.predict_proba(self.features(lm, texts, batch_size))
+
+    # --- the bundle --------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle folder ``path`` atomically (a temporary folder renamed into place).
+
+        An existing ``path`` is replaced only when it is empty or a riskscope probe bundle holding
+        nothing but its own files; otherwise :class:`~riskscope.errors.RiskscopeError`, before any work.
+        """
+        path = Path(path)
+        replace = _replaceable(path)
+        if not callable(getattr(self.estimator, "save", None)):
+            raise RiskscopeError(f"{type(self.estimator).__name__} has no save(); a probe bundle needs an estimator "
+                                 f"that writes config.json + weights.safetensors")
+        info = {"format": FORMAT, "riskscope_version": __version__, "model": self.model_id,
+                "weight_hash": self.weight_hash, "hook": self.hook, "layer": self.layer,
+                "positions": self.positions if isinstance(self.positions, str) else list(self.positions),
+                "threshold": self.threshold, "meta": self.meta}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            mode = file_mode()
+            os.chmod(tmp, mode | ((mode & 0o444) >> 2))  # a folder as the umask makes them, not mkdtemp's 0700
+            self.estimator.save(tmp)
+            atomic_json(tmp / "bundle.json", info)
+            if replace:
+                aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.rename(path, aside / "bundle")
+                try:
+                    os.rename(tmp, path)
+                except BaseException:
+                    os.rename(aside / "bundle", path)
+                    raise
+                shutil.rmtree(aside, ignore_errors=True)  # the old bundle, checked to be ours
+            else:
+                os.rename(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Probe":
+        """Read a bundle written by :meth:`save` (``path`` may be its run folder); unknown keys are ignored."""
+        path = Path(path)
+        if (path / "probe" / "bundle.json").is_file():  # a run folder
+            path = path / "probe"
+        info_path = path / "bundle.json"
+        if not info_path.is_file():
+            raise RiskscopeError(f"{path} is not a probe bundle (no bundle.json); create one with `riskscope probe` "
+                                 f"or `riskscope run`")
+        info = _read_info(info_path)
+        if info.get("format") != FORMAT:
+            raise RiskscopeError(f"{info_path}: unknown probe format {info.get('format')!r} (expected {FORMAT!r})")
+        for key in ("hook", "layer"):
+            if key not in info:
+                raise RiskscopeError(f"{info_path}: field {key!r} is missing")
+        est_name = "LogisticProbe"
+        config = path / "config.json"
+        if config.is_file():
+            try:
+                est_name = json.loads(config.read_text()).get("estimator", est_name)
+            except json.JSONDecodeError as e:
+                raise RiskscopeError(f"{config}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if est_name not in _ESTIMATORS:
+            raise RiskscopeError(f"{config}: field 'estimator' is {est_name!r}; riskscope reads "
+                                 f"{', '.join(sorted(_ESTIMATORS))}")
+        pos = info.get("positions", "last")
+        return cls(estimator=_ESTIMATORS[est_name].load(path), hook=info["hook"], layer=int(info["layer"]),
+                   positions=pos if isinstance(pos, str) else tuple(pos), model_id=info.get("model"),
+                   weight_hash=info.get("weight_hash"), threshold=float(info.get("threshold", 0.5)),
+                   meta=info.get("meta") or {})
+
+
+def _read_info(info_path: Path) -> dict:
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as e:
+        raise RiskscopeError(f"{info_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(info, dict):
+        raise RiskscopeError(f"{info_path}: expected a JSON object")
+    return info
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether ``path`` exists and may be replaced: an empty folder or one of our bundles with only our files."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    if path.is_symlink() or not path.is_dir():
+        raise RiskscopeError(f"{path} exists and is not a probe bundle folder; choose another path")
+    entries = list(path.iterdir())
+    if not entries:
+        return True
+    ours = all(e.name in _OWN_FILES and e.is_file() and not e.is_symlink() for e in entries)
+    if ours and (path / "bundle.json").is_file():
+        try:
+            ours = json.loads((path / "bundle.json").read_text()).get("format") == FORMAT
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            ours = False
+    else:
+        ours = False
+    if not ours:
+        raise RiskscopeError(f"{path} holds files that are not a riskscope probe bundle; riskscope replaces only "
+                             f"its own bundles: choose another folder or move those files")
+    return True
+
+
+__all__ = ["FORMAT", "Probe"]
