@@ -272,11 +272,11 @@ def test_report_shows_metrics_json_intervals_for_the_best_layer(run_dir, report)
 def test_nan_and_garbage_metrics_render_na(tmp_path):
     run = tmp_path / "garbage"
     run.mkdir()
-    results = [{"hook": "resid_post", "layer": 0, "auc": float("nan"), "auc_ci": "oops", "f1": "high"},
+    results = [{"hook": "resid_post", "layer": 0, "auc": float("nan"), "auc_ci": "oops", "f1": None},
                {"hook": "resid_post", "layer": 1, "auc": None, "auc_ci": [None, None], "pair_accuracy": float("inf")},
-               {"hook": "resid_post", "layer": 2, "auc": "<b>0.9</b>", "auc_ci": [0.1], "shuffled_auc": [1, 2],
-                "accuracy": True, "C": float("nan")},
-               {"hook": "resid_post", "layer": 3, "auc": 0.7, "auc_ci": [0.6, float("-inf")], "f1": "NaN"}]
+               {"hook": "resid_post", "layer": 2, "auc": None, "auc_ci": [0.1], "shuffled_auc": None,
+                "accuracy": float("-inf"), "C": float("nan")},
+               {"hook": "resid_post", "layer": 3, "auc": 0.7, "auc_ci": [0.6, float("-inf")], "f1": float("nan")}]
     (run / "metrics.json").write_text(json.dumps({"results": results, "lexical": {"auc": "n/a"},
                                                   "best": {"hook": "resid_post", "layer": 0}}))
     (run / "ask.json").write_text(json.dumps({"results": [{"template": {"name": "t", "prompt": "{text}?"},
@@ -295,6 +295,18 @@ def test_nan_and_garbage_metrics_render_na(tmp_path):
     metrics = _section(text, "metrics")
     assert metrics.count("<td class=\"num\">n/a</td>") >= 10
     assert "No probe result has an AUC" in text  # the declared best has none
+
+
+@pytest.mark.parametrize("value", ["<b>0.9</b>", "high", True, [1, 2], {"a": 1}])
+def test_a_metric_that_is_not_a_number_is_a_damaged_file(tmp_path, value):
+    """NaN and null render as n/a; a string, boolean or list where a metric belongs is refused, named."""
+    run = tmp_path / "garbage"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"results": [{"hook": "resid_post", "layer": 0, "auc": 0.6},
+                                                              {"hook": "resid_post", "layer": 1, "f1": value}]}))
+    with pytest.raises(RiskscopeError, match=r"results\[1\]: field 'f1' must be a number or null"):
+        write_report(run)
+    assert not (run / "report.html").exists()
 
 
 def _tiny_model() -> LoadedModel:
