@@ -202,6 +202,26 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output file riskscope could not write, before any work; creates nothing.
+
+    Refused: an existing folder; a parent that is a file or is not writable. An existing file is
+    replaced atomically when the output is written (the user named it).
+
+    >>> check_output_file("/tmp/riskscope-doctest/out.jsonl").name
+    'out.jsonl'
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise RiskscopeError(f"{flag} {path} is a folder; give a file name")
+    base = next(p for p in path.parents if p.exists() or p == p.parent)
+    if not base.is_dir():
+        raise RiskscopeError(f"{flag} {path}: cannot create it, {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RiskscopeError(f"{flag} {path}: {base} is not writable; choose a folder you can write to")
+    return path
+
+
 def read_manifest(folder: str | os.PathLike, name: str = MANIFEST) -> set[str] | None:
     """The files (paths relative to ``folder``) that riskscope's manifest there lists; None without one."""
     file = Path(folder) / name

@@ -136,6 +136,8 @@ def ask(
     else:
         templates = DEFAULT_TEMPLATES
     data = load_dataset(dataset).limit(limit)
+    if folds < 2:
+        raise RiskscopeError(f"--folds must be >= 2, got {folds}")
     lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
     with c.progress() as prog:
         task = prog.add_task("asking", total=len(data) * len(templates))

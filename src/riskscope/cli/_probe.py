@@ -86,6 +86,7 @@ def score(
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL with 'text' and optional 'id'"),
     output: Optional[Path] = typer.Option(None, "--output", help="write JSONL here instead of stdout"),
     batch_size: int = c.BatchOpt,
+    truncate: bool = c.TruncateOpt,
     dtype: str = c.DTypeOpt,
     device: str = c.DeviceOpt,
     trust_remote_code: Optional[bool] = c.RunTrustOpt,
@@ -93,6 +94,12 @@ def score(
 ) -> None:
     """Score texts with a saved probe: probability of risk per text."""
     ids, items = _score_inputs(texts, input_file)  # bad input fails before anything loads
+    if batch_size < 1:
+        raise RiskscopeError(f"--batch-size must be >= 1, got {batch_size}")
+    if output is not None:
+        from .._io import check_output_file
+
+        check_output_file(output, "--output")
     from ..pipeline import run_model_settings
     from ..probes import Probe
 
@@ -102,8 +109,8 @@ def score(
     lm = c.load_lm(probe_obj.model_id, dtype, device,
                    recorded.get("trust_remote_code", False) if trust_remote_code is None else trust_remote_code,
                    module_paths if module_paths is not None else recorded.get("module_paths"))
-    probe_obj.check_model(lm)
-    scores = probe_obj.score(items, lm=lm, batch_size=batch_size)
+    probe_obj.check(lm)
+    scores = probe_obj.score(items, lm=lm, batch_size=batch_size, truncate=truncate)
     if input_file is None and output is None:
         for text, s in zip(items, scores):
             c.out.print(f"{s:.4f}\t{text}", highlight=False, soft_wrap=True, markup=False)

@@ -11,8 +11,8 @@ applies the final norm, the unembedding and the family's logit soft cap at chose
 positions. It relies only on each block being called as ``block(hidden_states, ...)``.
 
 >>> replay = BlockReplay.record(lm, input_ids, mask)                       # doctest: +SKIP
->>> h = replay.run(replay.hidden_in(4) + delta, 4)                         # blocks 4.. on an edit
->>> next_token_logits = replay.logits(h, -1)                               # (B, V)
+>>> h = replay.run(replay.hidden_in(4) + delta, 4)  # blocks 4.. on an edit  # doctest: +SKIP
+>>> next_token_logits = replay.logits(h, -1)  # (B, V)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from scipy.special import expit
 from .._io import atomic_json, file_mode
 from .._version import __version__
 from ..errors import ModelError, RiskscopeError
-from ..hooks import HookPoint, capture_texts
+from ..hooks import HOOKS, HookPoint, capture_texts
 from ..models import LoadedModel, load_model
 from ._logistic import LogisticProbe
 from ._readout import LinearReadout
@@ -155,12 +155,15 @@ class Probe:
         self.check(lm)
         return lm
 
-    def features(self, lm: LoadedModel, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """The probe's feature rows of ``texts`` in ``lm``: (N, W), or (N, k, W) for token indices."""
+    def features(self, lm: LoadedModel, texts: Sequence[str], batch_size: int = 32,
+                 truncate: bool = False) -> np.ndarray:
+        """The probe's feature rows of ``texts`` in ``lm``: (N, W), or (N, k, W) for token indices. Texts
+        longer than the model's context are refused, or cut to it with ``truncate``."""
         reduce = self.positions if isinstance(self.positions, str) else tuple(self.positions)
-        return capture_texts(lm, texts, [self.point], reduce, batch_size)[self.point.normalised(lm)]
+        return capture_texts(lm, texts, [self.point], reduce, batch_size, truncate=truncate)[self.point.normalised(lm)]
 
-    def score(self, texts: Sequence[str], lm: LoadedModel | None = None, batch_size: int = 32) -> np.ndarray:
+    def score(self, texts: Sequence[str], lm: LoadedModel | None = None, batch_size: int = 32,
+              truncate: bool = False) -> np.ndarray:
         """Probability that each text is risky, (N,) (the probe's model is loaded when ``lm`` is None)."""
         if isinstance(texts, str):
             texts = [texts]
@@ -170,7 +173,7 @@ class Probe:
             self.check(lm)
         if not texts:
             return np.zeros(0)
-        return self.predict_proba(self.features(lm, texts, batch_size))
+        return self.predict_proba(self.features(lm, texts, batch_size, truncate))
 
     # --- the bundle --------------------------------------------------------------------------------
 
@@ -228,6 +231,18 @@ class Probe:
         for key in ("hook", "layer"):
             if key not in info:
                 raise RiskscopeError(f"{info_path}: field {key!r} is missing")
+        layer = info["layer"]
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise RiskscopeError(f"{info_path}: field 'layer' must be an integer, got {layer!r}")
+        if not isinstance(info["hook"], str) or info["hook"] not in HOOKS:
+            raise RiskscopeError(f"{info_path}: field 'hook' is {info['hook']!r}; riskscope's hooks are "
+                                 f"{', '.join(HOOKS)}")
+        for key in ("model", "weight_hash"):
+            if info.get(key) is not None and not isinstance(info[key], str):
+                raise RiskscopeError(f"{info_path}: field {key!r} must be a string, got {info[key]!r}")
+        threshold = info.get("threshold", 0.5)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise RiskscopeError(f"{info_path}: field 'threshold' must be a probability in [0, 1], got {threshold!r}")
         est_name = "LogisticProbe"
         config = path / "config.json"
         if config.is_file():

@@ -84,7 +84,8 @@ def random_init_copy(lm: LoadedModel, seed: int = 0) -> LoadedModel:
     import transformers
 
     spec = lm.layout.spec
-    paths = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("family", "model_types")}
+    paths = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)  # the module paths only
+             if f.name not in ("family", "model_types") and isinstance(getattr(spec, f.name), str)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.AutoModelForCausalLM.from_config(lm.model.config)

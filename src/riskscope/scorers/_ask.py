@@ -253,6 +253,8 @@ def ask_baseline(
         raise RiskscopeError(f"texts ({len(texts)}), labels ({len(y)}) and groups ({len(groups)}) differ in length")
     if set(np.unique(y).tolist()) != {0, 1}:
         raise RiskscopeError("ask needs 0/1 labels with both classes present")
+    if np.isscalar(folds) and int(folds) < 2:
+        raise RiskscopeError(f"folds must be >= 2, got {folds}")
     fold = group_folds(groups, int(folds), seed) if np.isscalar(folds) else np.asarray(folds)
     if len(fold) != len(y):
         raise RiskscopeError(f"folds have {len(fold)} rows but the dataset has {len(y)}")

@@ -132,7 +132,14 @@ class SteeringVector:
         st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
         if not st.is_file():
             raise RiskscopeError(f"{st}: no such steering vector file")
-        info = json.loads(js.read_text()) if js.is_file() else {}
+        info = {}
+        if js.is_file():
+            try:
+                info = json.loads(js.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                raise RiskscopeError(f"{js}: not valid JSON ({type(e).__name__}); write the vector again") from None
+            if not isinstance(info, dict):
+                raise RiskscopeError(f"{js}: expected a JSON object")
         try:
             with safe_open(str(st), framework="pt") as f:
                 hook = info.get("hook") or (f.metadata() or {}).get("hook", "resid_post")
