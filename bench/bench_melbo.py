@@ -1,4 +1,4 @@
-"""MELBO speed: batched trainer vs the seed's straightforward loop, same run, same everything.
+"""MELBO speed: batched trainer vs the MELBO paper's straightforward loop, same run, same everything.
 
 Both train from the *same* random starts with the same R, p, q, positions, optimiser and
 steps on the same chat prompts of the default model. The straightforward loop trains one

@@ -1,4 +1,4 @@
-"""Build, check and describe the built-in dataset ``cyber_risk_pairs`` (issue #3).
+"""Build, check and describe the built-in dataset ``cyber_risk_pairs``.
 
     python scripts/build_dataset.py build [--drafts data_drafts]   # drafts + REVISIONS + split -> data file
     python scripts/build_dataset.py check                           # rules check of the data file
@@ -41,7 +41,7 @@ BENIGN_TONES = ("neutral", "negative")
 SPLIT_SEED = "cyber_risk_pairs/v1"
 TEST_FRACTION = 0.2
 LEXICAL_C = 1.0          # the reported configuration; other C values are reported alongside
-LEXICAL_MAX_AUC = 0.70   # issue #3: rewrite leaking pairs until the lexical AUC is at most this
+LEXICAL_MAX_AUC = 0.70   # datasheet rule: rewrite leaking pairs until the lexical AUC is at most this
 
 
 # ----------------------------------------------------------------------------------------------- io
@@ -197,7 +197,7 @@ def leaks(pairs: list[dict], n: int = 30) -> str:
 # ------------------------------------------------------------------------------------------- checks
 
 def rule_problems(pairs: list[dict]) -> list[str]:
-    """Every rule of issue #3 that can be checked per pair; empty when all pass."""
+    """Every datasheet rule that can be checked per pair; empty when all pass."""
     bad = []
     pats = forbidden_patterns()
     seen: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""Quality checks for the built-in dataset cyber_risk_pairs (issue #3); fast (a few seconds).
+"""Quality checks for the built-in dataset cyber_risk_pairs; fast (a few seconds).
 
 The rules and the lexical control live in scripts/build_dataset.py, shared with the datasheet
 (docs/datasets/cyber_risk_pairs.md), so the figures there and the checks here are the same code.
@@ -23,7 +23,7 @@ _spec.loader.exec_module(bd)
 
 DATASHEET = ROOT / "docs" / "datasets" / "cyber_risk_pairs.md"
 
-# The giveaway words named in issue #3, with inflections: every one must be caught by forbidden_words.txt.
+# The giveaway words the datasheet names, with inflections: every one must be caught by forbidden_words.txt.
 ISSUE_WORDS = """risk risks risky risked danger dangerous endangered attack attacker attacked attacks hacker hacked
 hacking malicious maliciously malware virus viruses threat threatened threatening suspicious suspiciously breach
 breached exploit exploited exploits phishing phish phished scam scammer scammed unsafe vulnerable vulnerability

@@ -1,5 +1,5 @@
 """MELBO: the batched slice equals the full model, the objective equals its definition, the trainer
-equals the seed's straightforward loop, constraints hold, nothing after the target runs, the user's
+equals the MELBO paper's straightforward loop, constraints hold, nothing after the target runs, the user's
 model is untouched, bad input fails clearly; plus a slow end-to-end run on the default model."""
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def test_zero_vector_changes_nothing():
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_trainer_follows_the_seed_loop(family):
-    """Without orthogonality, batched training is the seed's one-vector-one-prompt loop, step for step."""
+    """Without orthogonality, batched training is the MELBO paper's one-vector-one-prompt loop, step for step."""
     lm = tiny_lm(family)
     cfg = MelboConfig(n_vectors=3, radius=2.0, source=0, target=2, steps=8, orthogonal="none", lr=1e-2,
                       positions="all", chat=False, q=2, p=2)
@@ -408,7 +408,7 @@ def test_radius_sweep_extends_the_grid_while_the_best_is_at_the_top(monkeypatch,
 
 
 def test_config_defaults_follow_the_seed():
-    assert MelboConfig().layers(30) == (8, 22)   # SmolLM2: the seed's l_source = 8, l_target = depth - 8
+    assert MelboConfig().layers(30) == (8, 22)   # SmolLM2: the MELBO paper's l_source = 8, l_target = depth - 8
     assert MelboConfig().layers(24) == (8, 16)
     assert MelboConfig().layers(12) == (4, 5)    # shallow models: proportionally earlier
     with pytest.raises(RiskscopeError, match="grid-extend"):
@@ -542,7 +542,7 @@ def test_default_model_slice_and_training(default_lm):
     n = len(enc.ids[1])
     torch.testing.assert_close(z[1, 1, :n], ref[1, :n], rtol=1e-3, atol=2e-2)
     R = 0.15 * sl.residual_norm()
-    assert MelboConfig().layers(lm.n_layers) == (8, 22)  # defaults: the seed's 8, n - 8
+    assert MelboConfig().layers(lm.n_layers) == (8, 22)  # defaults: the MELBO paper's 8, n - 8
     res = train_melbo(lm, enc.texts, MelboConfig(n_vectors=4, radius=R, steps=12, lr=5e-2, source=8))
     assert (res.source, res.target) == (8, 22)
     theta = torch.stack([v.vectors[8] for v in res.vectors])

@@ -1,6 +1,6 @@
 """Steering adapters as values, and scoped per-row perturbations for batched generation.
 
-A :class:`SteeringAdapter` is the seed's rank-r perturbation ``scale * B @ A.T`` of one
+A :class:`SteeringAdapter` is the MELBO paper's rank-r perturbation ``scale * B @ A.T`` of one
 layer's MLP output weights. It is applied by a scoped hook on that layer's down
 projection (``out + scale * (x @ A) @ B.T``, which is exactly the output of the
 perturbed weights); the user's weights are never written.

@@ -110,7 +110,7 @@ class Positions:
 
 @dataclass(frozen=True)
 class MelboConfig:
-    """How to train MELBO steering vectors (or adapters): the seed's method, batched.
+    """How to train MELBO steering vectors (or adapters): the MELBO paper's method, batched.
 
     >>> MelboConfig(radius=8.0, n_vectors=4, steps=10).radius
     8.0
@@ -121,14 +121,14 @@ class MelboConfig:
     radius: Union[float, Literal["auto"]] = "auto"
     """R, the norm of every vector (the adapter scale); ``auto`` sweeps ``radius_grid`` first."""
     source: int | None = None
-    """Layer whose MLP output gets the vector as a bias; None = min(8, n_layers // 3): the seed's 8 on
+    """Layer whose MLP output gets the vector as a bias; None = min(8, n_layers // 3): the MELBO paper's 8 on
     every model of 24 layers or more, proportionally earlier on shallower ones."""
     target: int | None = None
     """Layer whose output (resid_post) is compared with the unsteered run; None = n_layers - 8."""
     p: float = 2.0
     """Exponent on each token's distance: 2 weighs tokens evenly, 4 rewards spiky changes."""
     q: float = 1.0
-    """Per-prompt root: objective = sum_i (sum_t ||dZ_it||^p)^(1/q); the seed uses q = 1 or q = p."""
+    """Per-prompt root: objective = sum_i (sum_t ||dZ_it||^p)^(1/q); the MELBO paper uses q = 1 or q = p."""
     positions: str = "last:2"
     """Prompt tokens the objective compares: ``all``, ``last:K`` or indices like ``0,-1``."""
     orthogonal: Orthogonal | None = None
@@ -139,7 +139,7 @@ class MelboConfig:
     steps: int = 300
     """Optimiser steps per vector."""
     lr: float = 1e-3
-    """AdamW learning rate (the seed's 1e-3; betas and AMSGrad as in the seed)."""
+    """AdamW learning rate (the MELBO paper's 1e-3; betas and AMSGrad as in the MELBO paper)."""
     betas: tuple[float, float] = (0.9, 0.98)
     """AdamW betas."""
     adapter_rank: int = 0
@@ -181,9 +181,9 @@ class MelboConfig:
             if layer is not None:
                 _integer(flag, layer)
         if not (_is_real(self.p) and math.isfinite(self.p) and 1 <= self.p <= 16):
-            raise RiskscopeError(f"--p must be in [1, 16] (the seed uses 2 or 4), got {self.p}")
+            raise RiskscopeError(f"--p must be in [1, 16] (the MELBO paper uses 2 or 4), got {self.p}")
         if not (_is_real(self.q) and math.isfinite(self.q) and 1 <= self.q <= self.p):
-            raise RiskscopeError(f"--q must be in [1, p] = [1, {self.p:g}] (the seed uses 1 or p), got {self.q}")
+            raise RiskscopeError(f"--q must be in [1, p] = [1, {self.p:g}] (the MELBO paper uses 1 or p), got {self.q}")
         if self.orthogonal not in (None, "hard", "soft", "none"):
             raise RiskscopeError(f"--orthogonal must be hard, soft or none, got {self.orthogonal!r}")
         _integer("--adapter rank", self.adapter_rank, 0)

@@ -1,4 +1,4 @@
-"""The seed's method written the straightforward way: the yardstick for tests and the benchmark.
+"""The MELBO paper's method written the straightforward way: the yardstick for tests and the benchmark.
 
 One vector at a time, one prompt at a time, the whole model (logits included) run
 every step; vector j is kept orthogonal to the *finished* vectors 0..j-1, as in the
@@ -59,7 +59,7 @@ def objective_direct(lm: LoadedModel, ids: Sequence[Sequence[int]], source: int,
 
 def train_reference(lm: LoadedModel, ids: Sequence[Sequence[int]], source: int, target: int, cfg: MelboConfig,
                     radius: float, init_VD: Tensor, steps: int | None = None) -> TrainResult:
-    """Train ``len(init_VD)`` vectors sequentially, exactly as the seed describes."""
+    """Train ``len(init_VD)`` vectors sequentially, exactly as the MELBO paper describes."""
     steps = cfg.steps if steps is None else steps
     positions = Positions.parse(cfg.positions)
     device = lm.device

@@ -1,7 +1,7 @@
 """Training many MELBO vectors (or adapters) at once.
 
 Every vector is a batch row, so one optimiser step updates all of them. The update
-is the seed's, applied row by row: the gradient of ``-objective`` is projected onto
+is the MELBO paper's, applied row by row: the gradient of ``-objective`` is projected onto
 the sphere's tangent (and, for ``hard`` orthogonality, away from the vectors before
 it in a fixed order), AdamW (AMSGrad) steps, then the vectors are re-orthogonalised
 (Gram-Schmidt in that same order, via QR) and renormalised to R. Adam is element-wise,

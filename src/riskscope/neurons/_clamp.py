@@ -132,7 +132,7 @@ class NeuronEffects:
         return out
 
     def lines(self, k: int = 12) -> list[str]:
-        """The seed's format: ``L26.N958 boosts ['attack', ...]`` for every clamp."""
+        """The Mistral-7B probing study's format: ``L26.N958 boosts ['attack', ...]`` for every clamp."""
         return [f"{r.label} boosts {[t.token.strip() for t in r.effect.boosts[:k]]}" for r in (*self.singles, *self.groups)]
 
     def to_dict(self) -> dict:

@@ -5,7 +5,7 @@ down-projection):
 
 * :func:`rank_neurons` - from the store alone: per layer, a logistic probe on
   all texts ranks neurons by ``|standardised weight|``, and the risky-minus-benign
-  mean difference gives an effect size (Cohen's d); the heatmap of the seed's
+  mean difference gives an effect size (Cohen's d); the heatmap of the Mistral-7B probing study's
   "narrow view" is layers x each layer's top neurons by ``|d|``.
 * :func:`direct_logit_attribution` - weights only: a neuron's down-projection
   column through the final norm's scale and the unembedding.
@@ -168,10 +168,10 @@ def rank_neurons(
     """Rank each layer's MLP neurons by probe weight and by risky-vs-benign effect size.
 
     Args:
-        store: an activation store (:class:`~riskscope.store.Store`) with ``mlp_neurons`` points.
+        store: an activation store (:class:`~riskscope.data.Store`) with ``mlp_neurons`` points.
         layers: layers to rank (default: every ``mlp_neurons`` layer in the store).
         top_k: neurons kept per layer in ``top``.
-        by: ``weight`` (``|standardised probe weight|``, the seed's choice) or ``effect`` (``|d|``).
+        by: ``weight`` (``|standardised probe weight|``, the Mistral-7B probing study's choice) or ``effect`` (``|d|``).
         C: inverse L2 strength of the per-layer probes (sklearn ``C`` on standardised features).
         heat_k: neurons per layer in the heatmap (ordered by ``|d|``).
         max_memory_gb: layers are read and fitted in chunks that fit this budget.

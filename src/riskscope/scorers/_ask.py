@@ -92,7 +92,7 @@ DEFAULT_TEMPLATES: tuple[AskTemplate, ...] = (
     AskTemplate("chat_yes_no", "Scenario: {text}\nDoes this scenario involve a cybersecurity risk? "
                 "Answer yes or no.", ("Yes", "yes"), ("No", "no"), chat=True),
 )
-"""The seed's completion probe (`` high`` vs `` low``) and a chat-template yes/no question."""
+"""The Mistral-7B probing study's completion probe (`` high`` vs `` low``) and a chat-template yes/no question."""
 
 
 def load_templates(path: str | Path) -> tuple[AskTemplate, ...]:

@@ -1,7 +1,7 @@
 """Where in the text the risk is sensed.
 
 * :func:`token_traces` applies a probe trained on last-token activations at
-  every token position, so each prefix of the text gets a score (the seed's
+  every token position, so each prefix of the text gets a score (the Mistral-7B probing study's
   "visualise activations throughout the input").
 * The same call adds gradient x input attribution: the gradient of the
   probe's last-token logit with respect to each input embedding, dotted with
