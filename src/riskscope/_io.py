@@ -202,6 +202,41 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temp file of a live writer is never removed)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike, finals: Iterable[str]) -> list[str]:
+    """Delete the temporary files a killed riskscope writer left in ``folder`` for the files ``finals``
+    (exact names): ``.NAME.PID.tmp`` whose process is gone. Nothing else is touched; returns the names
+    removed.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); _ = (d / ".metrics.json.999999999.tmp").write_text("{")
+    >>> remove_stale_temps(d, ["metrics.json"])
+    ['.metrics.json.999999999.tmp']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for final in finals:
+        pattern = re.compile(rf"\.{re.escape(final)}\.(\d+)\.tmp")
+        for entry in folder.iterdir():
+            m = pattern.fullmatch(entry.name)
+            if m and entry.is_file() and not entry.is_symlink() and not _pid_alive(int(m.group(1))):
+                entry.unlink()
+                removed.append(entry.name)
+    return sorted(removed)
+
+
 def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuse an output file riskscope could not write, before any work; creates nothing.
 
@@ -302,6 +337,14 @@ class OutputFiles:
         if bad:
             raise RiskscopeError(f"cannot write {bad[0]!r} into {self.folder}: not a plain relative path")
         self.subfolders = tuple(subfolders)
+        if (self.folder / manifest).is_file():  # a folder of ours: tidy what a killed earlier run left
+            for rel in sorted(self.planned | {manifest}):
+                remove_stale_temps((self.folder / rel).parent, [Path(rel).name])
+            for sub in self.subfolders:
+                d = self.folder / sub
+                for f in (d.iterdir() if d.is_dir() and not d.is_symlink() else ()):
+                    if f.is_file() and _SAFETENSORS_TEMP.fullmatch(f.name):
+                        f.unlink()
         check_foreign_files(self.folder, sorted(self.planned), self.subfolders, manifest)
         self.previous = read_manifest(self.folder, manifest) or set()
         self.written: set[str] = set()

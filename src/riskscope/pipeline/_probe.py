@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._io import atomic_text
+from .._io import atomic_text, remove_stale_temps
 from ..data import Store
 from ..errors import StoreError
 from ..probes import LogisticProbe, Probe, ProbeEvaluation, evaluate_layers
@@ -99,6 +99,7 @@ def write_probe_outputs(out: str | Path, fit: ProbeOutputs) -> dict[str, str]:
     """Write ``probe/`` and ``predictions.jsonl`` (binary target) and ``metrics.json``, each once; return the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, ("metrics.json", "predictions.jsonl"))  # what a killed earlier run left
     files: dict[str, str] = {}
     if fit.probe is not None:
         files["probe"] = str(fit.probe.save(out / "probe"))

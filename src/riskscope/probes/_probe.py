@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ class Probe:
                 "positions": self.positions if isinstance(self.positions, str) else list(self.positions),
                 "threshold": self.threshold, "meta": self.meta}
         path.parent.mkdir(parents=True, exist_ok=True)
+        _recover(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             mode = file_mode()
@@ -258,6 +260,32 @@ class Probe:
                    positions=pos if isinstance(pos, str) else tuple(pos), model_id=info.get("model"),
                    weight_hash=info.get("weight_hash"), threshold=float(info.get("threshold", 0.5)),
                    meta=info.get("meta") or {})
+
+
+_BUNDLE_FILES = {"bundle.json", "config.json", "weights.safetensors"}
+
+
+def _ours(folder: Path) -> bool:
+    """A folder that holds nothing but a bundle's files (or their atomic writers' temporary files)."""
+    return all(f.is_file() and (f.name in _BUNDLE_FILES or re.fullmatch(r"\..+\.\d+\.tmp", f.name))
+               for f in folder.iterdir())
+
+
+def _recover(path: Path) -> None:
+    """Tidy what a killed :meth:`Probe.save` of ``path`` can leave: a half-written ``.NAME.XXXXXXXX.tmp``
+    folder (removed), and the previous bundle moved aside to ``.NAME.XXXXXXXX.old/bundle`` (put back when
+    ``path`` is missing, else removed). Folders holding anything but a bundle's files are left alone."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
+    for entry in sorted(path.parent.iterdir()):
+        m = pattern.fullmatch(entry.name)
+        if not m or not entry.is_dir() or entry.is_symlink():
+            continue
+        if m.group(1) == "tmp" and _ours(entry):
+            shutil.rmtree(entry)
+        elif m.group(1) == "old" and [x.name for x in entry.iterdir()] == ["bundle"] and _ours(entry / "bundle"):
+            if not path.exists():
+                os.rename(entry / "bundle", path)
+            shutil.rmtree(entry)
 
 
 def _read_info(info_path: Path) -> dict:
