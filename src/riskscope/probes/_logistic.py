@@ -172,7 +172,11 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
             raise ProbeError(f"{cfg_file}: field 'n_features_in' is {config['n_features_in']} but {w_file.name} "
                              f"holds weights for {n_features} features; save the probe again")
         known = cls().get_params()
-        probe = cls(**{k: v for k, v in config.get("params", {}).items() if k in known})
+        try:
+            probe = cls(**{k: v for k, v in config.get("params", {}).items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise ProbeError(f"{cfg_file}: field 'params' does not describe a probe ({e}); save the probe again") \
+                from None
         probe.classes_ = np.asarray(classes)
         probe.coef_ = tensors["coef"]
         probe.intercept_ = tensors["intercept"]

@@ -248,14 +248,15 @@ class Probe:
         est_name = "LogisticProbe"
         config = path / "config.json"
         if config.is_file():
-            try:
-                est_name = json.loads(config.read_text()).get("estimator", est_name)
-            except json.JSONDecodeError as e:
-                raise RiskscopeError(f"{config}:{e.lineno}: invalid JSON ({e.msg})") from None
-        if est_name not in _ESTIMATORS:
+            est_name = _read_info(config).get("estimator", est_name)
+        if not isinstance(est_name, str) or est_name not in _ESTIMATORS:
             raise RiskscopeError(f"{config}: field 'estimator' is {est_name!r}; riskscope reads "
                                  f"{', '.join(sorted(_ESTIMATORS))}")
         pos = info.get("positions", "last")
+        if not (pos in ("last", "mean") or (isinstance(pos, list) and pos
+                                            and all(isinstance(i, int) and not isinstance(i, bool) for i in pos))):
+            raise RiskscopeError(f"{info_path}: field 'positions' must be last, mean or a list of token indices, "
+                                 f"got {pos!r}")
         return cls(estimator=_ESTIMATORS[est_name].load(path), hook=info["hook"], layer=int(info["layer"]),
                    positions=pos if isinstance(pos, str) else tuple(pos), model_id=info.get("model"),
                    weight_hash=info.get("weight_hash"), threshold=float(info.get("threshold", 0.5)),
@@ -290,9 +291,13 @@ def _recover(path: Path) -> None:
 
 def _read_info(info_path: Path) -> dict:
     try:
-        info = json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise RiskscopeError(f"{info_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise RiskscopeError(f"{info_path}: not UTF-8 text (byte {e.start}); the bundle is damaged") from None
+    except RecursionError:
+        raise RiskscopeError(f"{info_path}: JSON nested too deeply; the bundle is damaged") from None
     if not isinstance(info, dict):
         raise RiskscopeError(f"{info_path}: expected a JSON object")
     return info

@@ -135,7 +135,7 @@ def _shape(t: dict, name: str, shape: tuple[int, ...], f: Path) -> torch.Tensor:
 
 def _load_saelens(path: Path, cfg: dict) -> SparseAutoencoder:
     arch_name = cfg.get("architecture", "standard")
-    if arch_name not in _ARCH_IN:
+    if not isinstance(arch_name, str) or arch_name not in _ARCH_IN:
         raise RiskscopeError(f"{path / CFG}: unknown architecture {arch_name!r}; riskscope reads "
                              f"{', '.join(sorted(_ARCH_IN))}")
     d_in, d_sae = _int_field(cfg, "d_in", path), _int_field(cfg, "d_sae", path)
