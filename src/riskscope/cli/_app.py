@@ -365,10 +365,11 @@ def run(
 
 
 def _register_subcommands() -> None:
-    from . import _analysis, _melbo
+    from . import _analysis, _melbo, _serve
 
     _analysis.register(app)
     _melbo.register(app)
+    _serve.register(app)
 
 
 _register_subcommands()
