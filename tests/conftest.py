@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import transformers as tf
@@ -43,6 +45,17 @@ def make_tiny(family: str, seed: int = 0) -> LoadedModel:
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=TinyTokenizer(), layout=resolve_layout(model),
                        model_id=f"tiny-{family}", weight_hash=f"tiny-{family}-{seed}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_env_leak(request):
+    """A test module may point RISKSCOPE_HOME (or HF caches) elsewhere for itself, never for the modules after
+    it: a leaked home made the default model convert anew in a later module (CI, stop 18)."""
+    watched = ("RISKSCOPE_HOME", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    before = {k: os.environ.get(k) for k in watched}
+    yield
+    after = {k: os.environ.get(k) for k in watched}
+    assert after == before, f"{request.module.__name__} left the environment changed: {before} -> {after}"
 
 
 @pytest.fixture

@@ -70,13 +70,15 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str, BaseException | None]:
     return code, out.out, out.err, escaped
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny model, a 10-pair dataset, a good run (with vectors) and a 4-chunk store, made once."""
     import _pytest.capture  # noqa: F401
 
     root = tmp_path_factory.mktemp("bad_inputs_world")
-    os.environ.setdefault("RISKSCOPE_HOME", str(root / "home"))
+    mp = pytest.MonkeyPatch()  # undone at teardown: later modules must see the machine's own RISKSCOPE_HOME
+    if not os.environ.get("RISKSCOPE_HOME"):
+        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
     model = build_tiny_hf(root / "model")
     data = root / "pairs.jsonl"
     data.write_text(_jsonl(_pairs(10)))
@@ -97,7 +99,8 @@ def world(tmp_path_factory):
         finally:
             sys.argv = old
     assert (run / "probe").is_dir() and (store / "manifest.json").is_file()
-    return {"model": model, "data": data, "run": run, "store": store}
+    yield {"model": model, "data": data, "run": run, "store": store}
+    mp.undo()
 
 
 # --------------------------------------------------------------------------------------------------

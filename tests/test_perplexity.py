@@ -22,8 +22,11 @@ from tinyhf import build_tiny_hf
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppl")
-    os.environ.setdefault("RISKSCOPE_HOME", str(root / "home"))
-    return build_tiny_hf(root / "model")
+    mp = pytest.MonkeyPatch()  # undone at teardown: later modules must see the machine's own RISKSCOPE_HOME
+    if not os.environ.get("RISKSCOPE_HOME"):
+        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
+    yield build_tiny_hf(root / "model")
+    mp.undo()
 
 
 @pytest.fixture(scope="module")

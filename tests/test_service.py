@@ -65,7 +65,9 @@ def _cli(args: list[str]) -> int:
 def world(tmp_path_factory):
     """A tiny model folder, a 10-pair dataset, a run folder with its probe (made by `riskscope run`), key files."""
     root = tmp_path_factory.mktemp("service_world")
-    os.environ.setdefault("RISKSCOPE_HOME", str(root / "home"))
+    mp = pytest.MonkeyPatch()  # undone at teardown: later modules must see the machine's own RISKSCOPE_HOME
+    if not os.environ.get("RISKSCOPE_HOME"):
+        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
     model = build_tiny_hf(root / "model")
     data = root / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _pairs(10)))
@@ -75,7 +77,8 @@ def world(tmp_path_factory):
     assert code == 0 and (run / "probe" / "bundle.json").is_file()
     keys = root / "keys.txt"
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B} 0.001 2\n")
-    return {"root": root, "model": model, "run": run, "keys": keys}
+    yield {"root": root, "model": model, "run": run, "keys": keys}
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
