@@ -411,8 +411,8 @@ def test_serve_command_answers_the_readme_example(world, tmp_path):
         while httpx.get(url + "/readyz").status_code != 200:
             assert proc.poll() is None and time.monotonic() - t0 < 120, "the server did not become ready"
             time.sleep(0.1)
-        r = httpx.post(url + "/v1/score", json={"texts": ["The nurse emailed patient records to her personal "
-                                                          "webmail.", "The team met to plan the picnic."]})
+        readme = ["The nurse emailed patient records to her personal webmail.", "The team met to plan the picnic."]
+        r = httpx.post(url + "/v1/score", json={"texts": readme})
         assert r.status_code == 200 and len(r.json()["results"]) == 2
     finally:
         proc.terminate()

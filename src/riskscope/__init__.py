@@ -2,7 +2,7 @@
 
 Layers (imports point down only; ``lint-imports`` checks the contract in pyproject.toml)::
 
-    cli · service  >  pipeline  >  report  >  melbo  >  neurons · steering · scorers  >  effects
+    cli  >  service  >  pipeline  >  report  >  melbo  >  neurons · steering · scorers  >  effects
     >  probes  >  data  >  hooks  >  models  >  _io · errors
 
 The names below are the public Python API. They are imported lazily, so

@@ -70,6 +70,8 @@ def register(app: typer.Typer) -> None:
         api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="API keys, one per line "
                                                     "(KEY or KEY RATE BURST); clients send Authorization: Bearer KEY"),
         max_batch: int = typer.Option(64, "--max-batch", help="most texts in one micro-batch"),
+        forward_batch: int = typer.Option(16, "--forward-batch", help="most texts per padded forward inside a "
+                                          "micro-batch (length-sorted)"),
         max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="how long a batch waits for more requests"),
         batching: bool = typer.Option(True, "--batching/--no-batching", help="micro-batch concurrent requests"),
         max_texts: int = typer.Option(64, "--max-texts", help="most texts per request"),
@@ -81,6 +83,8 @@ def register(app: typer.Typer) -> None:
                                          "keys); 0: no limit"),
         rate_burst: int = typer.Option(40, "--rate-burst", help="requests a key may send at once"),
         timeout: float = typer.Option(30.0, "--timeout", help="seconds from request to answer (504 beyond)"),
+        body_timeout: float = typer.Option(10.0, "--body-timeout", help="seconds a client has to send its body "
+                                           "(408 beyond: a slow client)"),
         device: str = _common.DeviceOpt,
         threads: Optional[int] = typer.Option(None, "--threads", help="torch threads for the forward worker"),
         allow_remote_without_key: bool = typer.Option(False, "--allow-remote-without-key",
@@ -97,9 +101,10 @@ def register(app: typer.Typer) -> None:
             probe=str(probe), host=host, port=port, device=device, perplexity=perplexity,
             perplexity_calibration=str(perplexity_calibration) if perplexity_calibration else None,
             api_key_file=str(api_key_file) if api_key_file else None, batching=batching, max_batch=max_batch,
+            forward_batch=forward_batch,
             max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_texts=max_texts, max_tokens=max_tokens,
             truncate=truncate, rate_limit=rate_limit, rate_burst=rate_burst, request_timeout_s=timeout,
-            threads=threads)
+            body_timeout_s=body_timeout, threads=threads)
         svc.run_server(config, log_level=log_level, access_log=access_log,
                        announce=lambda m: print(f"riskscope serve: {m}", flush=True))
 

@@ -261,19 +261,27 @@ def _merge_bins(edges: Sequence[int], n_tokens: np.ndarray, min_per_bin: int) ->
 
 
 def calibrate_perplexity(lm: LoadedModel, texts: Sequence[str], config: PerplexityConfig = PerplexityConfig(),
-                         meta: dict | None = None) -> PerplexityCalibration:
+                         meta: dict | None = None,
+                         measured: Sequence[TextPerplexity] | None = None) -> PerplexityCalibration:
     """Thresholds at which ``config.fpr`` of the benign ``texts`` are flagged, per length bin.
 
     A bin's threshold is the smallest observed benign score with at most ``fpr`` of the bin's texts
-    above or at it (so with 100 texts, ``fpr=0.001`` gives the maximum: such a rate cannot be
-    resolved from 100 texts, see ``meta["resolution"]``).
+    above or at it (so with 100 texts, ``fpr=0.001`` puts it just above the maximum: such a rate
+    cannot be resolved from 100 texts, see ``meta["resolution"]``). ``measured``: the texts'
+    :func:`text_perplexities` under the same window and stride, when already computed (calibrating
+    to several rates without running the model again).
     """
     texts = [t for t in texts]
     if len(texts) < 10:
         raise RiskscopeError(f"calibrate the perplexity filter on at least 10 benign texts (got {len(texts)})")
     if any(not isinstance(t, str) or not t.strip() for t in texts):
         raise RiskscopeError("a calibration text is empty or not a string")
-    tp = text_perplexities(lm, texts, config.window, config.stride, config.batch_tokens)
+    if measured is not None:
+        if len(measured) != len(texts) or any(m.window != config.window for m in measured):
+            raise RiskscopeError("measured perplexities must be one per text, with the config's window")
+        tp = list(measured)
+    else:
+        tp = text_perplexities(lm, texts, config.window, config.stride, config.batch_tokens)
     scores = np.array([t.score for t in tp])
     n_tok = np.array([t.n_tokens for t in tp])
     bins = []

@@ -37,6 +37,8 @@ class ServeConfig:
     """Gather concurrent requests into one padded forward (off: one forward per request)."""
     max_batch: int = 64
     """Most texts in one micro-batch."""
+    forward_batch: int = 16
+    """Most texts per padded forward inside a micro-batch (length-sorted, so little padding is computed)."""
     max_wait_ms: float = 2.0
     """How long the first request of a batch waits for company."""
     max_body_bytes: int = 1 << 20
@@ -63,7 +65,7 @@ class ServeConfig:
     """torch threads of the forward worker (None: torch's default)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_body_bytes", "max_texts", "max_tokens", "rate_burst", "max_queue",
+        for name in ("max_batch", "forward_batch", "max_body_bytes", "max_texts", "max_tokens", "rate_burst", "max_queue",
                      "max_connections"):
             if int(getattr(self, name)) < 1:
                 raise RiskscopeError(f"{name} must be at least 1, got {getattr(self, name)}")

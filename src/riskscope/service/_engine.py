@@ -76,7 +76,7 @@ class Engine:
         """Load the model and build the scorers (call in the worker thread); sets :attr:`state`."""
         try:
             lm = self.probe.load_model(device=self.config.device)
-            self.scorer = ProbeScorer(self.probe, lm, batch_size=self.config.max_batch, version=self.version)
+            self.scorer = ProbeScorer(self.probe, lm, batch_size=self.config.forward_batch, version=self.version)
             if self.config.perplexity:
                 if self.calibration is None:
                     from ..scorers import calibrate_perplexity
