@@ -1,0 +1,1 @@
+"""Compare models: layer similarity (CKA, SVCCA, RSA) with nulls, feature universality, risk-direction transfer."""
