@@ -66,11 +66,12 @@ class Server:
     """`riskscope serve` in a subprocess on 127.0.0.1, any free port."""
 
     def __init__(self, probe: str, keys: Path, batching: bool, threads: int | None, max_batch: int,
-                 max_wait_ms: float, forward_batch: int, omp_passive: bool) -> None:
+                 max_wait_ms: float, forward_batch: int, omp_passive: bool, dtype: str = "float32") -> None:
         cmd = [sys.executable, "-m", "riskscope.cli", "serve", "--probe", probe, "--port", "0", "--api-key-file",
                str(keys), "--log-level", "warning", "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
                "--forward-batch", str(forward_batch),
-               "--body-timeout", "2", "--timeout", "120", "--batching" if batching else "--no-batching"]
+               "--body-timeout", "2", "--timeout", "120", "--batching" if batching else "--no-batching",
+               "--dtype", dtype]
         if threads:
             cmd += ["--threads", str(threads)]
         env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if omp_passive else {})}
@@ -210,6 +211,52 @@ def single_latency(server: Server, runs: int) -> dict:
             lat.append(time.perf_counter() - t0)
     return {"tokens": tokens, "runs": runs, "p50_ms": 1e3 * float(np.median(lat)),
             "p90_ms": 1e3 * float(np.percentile(lat, 90))}
+
+
+# --- float32 against bfloat16: latency and how far the scores move ---------------------------------
+
+
+def dtype_compare(args, keys: Path) -> dict:
+    """Single 64-token latency of a float32 and a bfloat16 server, alternated twice, and the scores both
+    give the built-in dataset (AUC of each, largest and median change of a risk score)."""
+    import httpx
+    from sklearn.metrics import roc_auc_score
+
+    from riskscope.data import load_dataset
+
+    data = load_dataset("cyber_risk_pairs")
+    texts, labels = list(data.texts), np.asarray(data.labels)
+    out: dict = {"rounds": []}
+    scores: dict[str, np.ndarray] = {}
+    risky: dict[str, np.ndarray] = {}
+    for rnd in range(2):
+        for dtype in ("float32", "bfloat16"):
+            server = Server(args.probe, keys, True, args.threads, args.max_batch, args.max_wait_ms,
+                            args.forward_batch, not args.omp_spin, dtype=dtype)
+            try:
+                single_latency(server, 20)  # warm-up
+                lat = single_latency(server, args.single_runs)
+                out["rounds"].append({"dtype": dtype, "round": rnd, **lat, "loadavg": round(os.getloadavg()[0], 2)})
+                if rnd == 0:
+                    got, flags = [], []
+                    with httpx.Client(base_url=server.url, timeout=300,
+                                      headers={"Authorization": f"Bearer {LOAD_KEY}"}) as c:
+                        for i in range(0, len(texts), 64):
+                            r = c.post("/v1/score", json={"texts": texts[i:i + 64]}).json()["results"]
+                            got += [x["risk_score"] for x in r]
+                            flags += [x["risky"] for x in r]
+                    scores[dtype], risky[dtype] = np.asarray(got), np.asarray(flags)
+            finally:
+                server.stop()
+    d = np.abs(scores["bfloat16"] - scores["float32"])
+    out["drift"] = {"texts": len(texts), "max_abs": float(d.max()), "median_abs": float(np.median(d)),
+                    "auc_float32": float(roc_auc_score(labels, scores["float32"])),
+                    "auc_bfloat16": float(roc_auc_score(labels, scores["bfloat16"])),
+                    "decisions_changed": int((risky["float32"] != risky["bfloat16"]).sum())}
+    p50 = {dt: float(np.median([r["p50_ms"] for r in out["rounds"] if r["dtype"] == dt]))
+           for dt in ("float32", "bfloat16")}
+    out["p50_ms"], out["speedup"] = p50, p50["float32"] / p50["bfloat16"]
+    return out
 
 
 # --- the ceiling: what batching can give on this CPU, without HTTP -------------------------------
@@ -364,10 +411,20 @@ def main() -> None:
     ap.add_argument("--rss-from", type=int, default=1000, help="RSS is compared from this request to the end")
     ap.add_argument("--single-runs", type=int, default=200)
     ap.add_argument("--modes", default="on,off", help="on, off or on,off")
+    ap.add_argument("--dtype-compare", action="store_true", help="only float32 vs bfloat16 servers: single "
+                    "64-token latency (alternated, 2 rounds) and the change of the built-in texts' scores")
     ap.add_argument("--report", default=None, help="re-print the tables of a saved JSON result")
     ap.add_argument("--ceiling", action="store_true", help="only the in-process ceiling: one 64-token text alone "
                     "vs 16 at once, 1 and 2 threads (no server)")
     args = ap.parse_args()
+    if args.dtype_compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            keys = Path(tmp) / "keys.txt"
+            keys.write_text(f"{LOAD_KEY} 1000000 1000000\n")
+            res = dtype_compare(args, keys)
+        save_json("service-dtype", {"machine": machine(), **res})
+        print(json.dumps(res, indent=1))
+        return
     if args.ceiling:
         rows = ceiling(args.probe)
         save_json("service-ceiling", {"machine": machine(), "rows": rows})

@@ -169,6 +169,30 @@ def test_scores_match_the_probe_and_carry_versions(world, direct):
         assert not x["truncated"] and x["tokens"] == x["tokens_scored"] and "perplexity" not in x
 
 
+def test_bfloat16_server_scores_the_bfloat16_model(world, direct):
+    """--dtype bfloat16 loads the model in bfloat16: its answers are the in-process bfloat16 scores, and
+    stay near the float32 ones (the probe itself computes in float64)."""
+    import torch
+
+    from riskscope.service import ServeConfig
+
+    probe, lm = direct
+    lm16 = probe.load_model(dtype="bfloat16")
+    assert next(lm16.model.parameters()).dtype == torch.bfloat16
+    expected = probe.score(TEXTS, lm=lm16)
+    with _server(world, dtype="bfloat16") as server:
+        server.wait_ready()
+        r = httpx.post(server.url + "/v1/score", json={"texts": TEXTS})
+    assert r.status_code == 200, r.text
+    got = np.array([x["risk_score"] for x in r.json()["results"]])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, probe.score(TEXTS, lm=lm), rtol=0, atol=0.1)
+    from riskscope.errors import RiskscopeError
+
+    with pytest.raises(RiskscopeError, match="unknown dtype"):
+        ServeConfig(probe=str(world["run"]), dtype="int3")
+
+
 def test_concurrent_requests_are_batched_and_equal_to_singles(world):
     """Scores from one micro-batch of concurrent requests equal scores of each request run alone (1e-5)."""
     texts = [t + " " + "word " * k for k in range(4) for t in TEXTS]

@@ -75,7 +75,7 @@ class Engine:
     def load(self) -> None:
         """Load the model and build the scorers (call in the worker thread); sets :attr:`state`."""
         try:
-            lm = self.probe.load_model(device=self.config.device)
+            lm = self.probe.load_model(device=self.config.device, dtype=self.config.dtype)
             self.scorer = ProbeScorer(self.probe, lm, batch_size=self.config.forward_batch, version=self.version)
             if self.config.perplexity:
                 if self.calibration is None:
