@@ -130,6 +130,12 @@ def check_placement(model: Any, layout: Any) -> None:
         return
     names = {id(m): n for n, m in model.named_modules()}
     parts = [("the embedding", layout.embed)] + [(f"layer {i}", b) for i, b in enumerate(layout.blocks)]
+    for what, module in parts:  # first the part the map itself put on meta (accelerate then runs all on meta)
+        name = names.get(id(module), "?")
+        placed = [k for k in dm if k == "" or name == k or name.startswith(k + ".")]
+        if placed and str(dm[max(placed, key=len)]) == "meta":
+            raise ModelError(f"--device-map leaves {what} ({name}) on the meta device, so it has no weights; give "
+                             f"it a real device (cpu, disk, cuda:N)")
     for what, module in parts:
         dev = execution_device(model, module)
         meta_weights = any(p.device.type == "meta" for p in module.parameters())
