@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from riskscope.data import CacheConfig, cache_activations, load_dataset, verify_store
+from riskscope.data import CacheConfig, ChunkedStore, cache_activations, load_dataset, verify_store
 from riskscope.distributed import (DistributedConfig, DistributedError, ModelSpec, cache_distributed,
                                    check_reachable, parse_address)
 from riskscope.hooks import HookPoint
@@ -101,12 +101,12 @@ def test_two_workers_write_the_single_process_store(world, tmp_path):
     assert stats.chunks_written == stats.chunks_total == 6 and stats.chunks_reused == 0
     assert sum(n for n, _ in seen) == len(world["data"]) and {t for _, t in seen} == {len(world["data"])}
     assert len(stats.workers) == 2 and sum(w["chunks"] for w in stats.workers) == 6
-    # the same call again: every chunk kept, nothing rewritten
-    before = {p.name: p.stat().st_mtime_ns for p in (out / "chunks").iterdir()}
-    again = cache_distributed(world["lm"], ModelSpec(str(world["model"])), world["data"], out, CFG,
-                              DistributedConfig(workers=1))
-    assert again.chunks_written == 0 and again.chunks_reused == 6
-    assert before == {p.name: p.stat().st_mtime_ns for p in (out / "chunks").iterdir()}
+    # what the driver finds when the same command runs again: every chunk kept, nothing rewritten
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = ChunkedStore.prepare(world["lm"], world["data"], out, CFG)
+    assert again.pending == () and again.reused == 6
+    assert again.finish().chunks_written == 0
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
 
 
 @pytest.mark.slow

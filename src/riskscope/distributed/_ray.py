@@ -31,20 +31,22 @@ _POLL_S = 0.2
 class CacheWorker:
     """One Ray actor: loads the model once, then writes the chunks it is given.
 
-    The dataset comes as ``[ObjectRef]`` with each call (fetched once, kept): the driver holds that
-    reference for the whole job, so a restarted actor can always fetch it again.
+    The dataset and the progress board come as ``[dataset ObjectRef, board]`` with each call (the dataset fetched
+    once, kept): the driver holds both for the whole job, so a restarted actor can always fetch them again, and
+    the constructor's arguments stay small and inline.
     """
 
-    def __init__(self, model: ModelSpec, out: str, cfg: CacheConfig, fingerprint: str, progress: Any,
-                 threads: int, on_batch: Callable[[int, int], None] | None = None):
+    def __init__(self, model: ModelSpec, out: str, cfg: CacheConfig, fingerprint: str, threads: int,
+                 on_batch: Callable[[int, int], None] | None = None):
         import torch
 
         torch.set_num_threads(threads)
         self.lm = load_model(model.spec, **model.load_kwargs())
         self.out, self.cfg, self.fingerprint = out, cfg, fingerprint
-        self.progress, self.on_batch = progress, on_batch
+        self.on_batch = on_batch
         self.data: Dataset | None = None
         self.writer: ChunkWriter | None = None
+        self.cpu_seconds = 0.0
 
     def _dataset(self, box: list) -> Dataset:
         if self.data is None:
@@ -56,7 +58,8 @@ class CacheWorker:
     def ready(self, box: list) -> dict:
         """Who this worker is and what it would write (compared with the driver's before anything is written)."""
         return {"host": socket.gethostname(), "pid": os.getpid(), "weight_hash": self.lm.weight_hash,
-                "fingerprint": store_fingerprint(self.lm, self._dataset(box), self.cfg), "device": str(self.lm.device)}
+                "fingerprint": store_fingerprint(self.lm, self._dataset(box), self.cfg), "device": str(self.lm.device),
+                "cpu_seconds": self.cpu_seconds}
 
     def write(self, c: int, box: list) -> ChunkWritten:
         if self.writer is None:
@@ -66,11 +69,15 @@ class CacheWorker:
         def batch(n: int, total: int) -> None:
             nonlocal done
             done += n
-            self.progress.report.remote(c, done)
+            box[1].report.remote(c, done)
             if self.on_batch is not None:
                 self.on_batch(c, done)
 
-        return self.writer.write(c, batch)
+        t0 = time.process_time()
+        try:
+            return self.writer.write(c, batch)
+        finally:
+            self.cpu_seconds += time.process_time() - t0
 
 
 class ProgressBoard:
@@ -100,7 +107,7 @@ class DistributedStats:
     seconds_writing: float
     """Wall time from the first chunk handed out to the store marked complete."""
     workers: tuple[dict, ...]
-    """Each worker's host, pid, device and chunks written."""
+    """Each worker's host, pid, device, chunks written and CPU seconds spent writing them (this process)."""
     restarts: int
     """Chunks that had to be retried (a worker died) — counted from workers that came back."""
 
@@ -191,9 +198,9 @@ def cache_distributed(
         handles.append(board)
         actor = ray.remote(num_cpus=dist.cpus_per_worker, num_gpus=dist.gpus_per_worker,
                            max_restarts=dist.max_retries, max_task_retries=dist.max_retries)(CacheWorker)
-        box = [ray.put(data)]  # held here until the end: a restarted worker fetches it again
-        workers = [actor.remote(model, str(Path(out).resolve()), cfg, fingerprint, board, dist.cpus_per_worker,
-                                on_batch) for _ in range(dist.workers)]
+        box = [ray.put(data), board]  # held here until the end: a restarted worker fetches them again
+        workers = [actor.remote(model, str(Path(out).resolve()), cfg, fingerprint, dist.cpus_per_worker, on_batch)
+                   for _ in range(dist.workers)]
         handles += workers
         try:
             infos = ray.get([w.ready.remote(box) for w in workers])
@@ -253,7 +260,8 @@ def cache_distributed(
             chunks_total=stats.chunks_total, chunks_written=stats.chunks_written, chunks_reused=store.reused,
             tokens=stats.tokens, padded_fraction=stats.padded_fraction, seconds=time.perf_counter() - t0,
             seconds_writing=seconds_writing, restarts=restarts,
-            workers=tuple({"host": a["host"], "pid": a["pid"], "device": a["device"], "chunks": n}
+            workers=tuple({"host": a["host"], "pid": a["pid"], "device": a["device"], "chunks": n,
+                           "cpu_seconds": round(a["cpu_seconds"], 3)}
                           for a, n in zip(after, written)))
     finally:
         if started:
