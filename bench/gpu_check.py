@@ -62,7 +62,8 @@ def caching_vs_bare(model: str, limit: int, reps: int, dtype: str, device: str) 
     bare(), ours()  # warm-up (kernels, allocator)
     times: dict[str, list[float]] = {"bare": [], "riskscope": []}
     for r in range(reps):
-        for name, fn in ((("bare", bare), ("riskscope", ours)) if r % 2 == 0 else (("riskscope", ours), ("bare", bare))):
+        pair = (("bare", bare), ("riskscope", ours))
+        for name, fn in (pair if r % 2 == 0 else pair[::-1]):
             times[name].append(fn())
     ratio = statistics.median(b / o for b, o in zip(times["bare"], times["riskscope"]))
     return {"model": model, "dtype": dtype, "texts": len(data), "tokens": n_tokens,

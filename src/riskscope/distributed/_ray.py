@@ -109,7 +109,7 @@ class DistributedStats:
     workers: tuple[dict, ...]
     """Each worker's host, pid, device, chunks written and CPU seconds spent writing them (this process)."""
     restarts: int
-    """Chunks that had to be retried (a worker died) — counted from workers that came back."""
+    """Workers that Ray restarted during the job (their process changed): each one's chunk was retried."""
 
 
 def _unwrap(e: BaseException) -> BaseException:
@@ -147,8 +147,8 @@ def _connect(dist: DistributedConfig) -> bool:
     need_cpus = dist.workers * dist.cpus_per_worker
     gpus = int(dist.workers * dist.gpus_per_worker + 0.999) or None
     ray.init(address="local", num_cpus=need_cpus, num_gpus=gpus, include_dashboard=False,
-             object_store_memory=dist.object_store_mb * 1024 * 1024, logging_level=logging.ERROR, log_to_driver=False,
-             runtime_env={"env_vars": dist.env} if dist.env else None)
+             object_store_memory=dist.object_store_mb * 1024 * 1024, logging_level=logging.ERROR,
+             log_to_driver=False, runtime_env={"env_vars": dist.env} if dist.env else None)
     return True
 
 
@@ -161,6 +161,55 @@ def _check_resources(dist: DistributedConfig) -> None:
         if n and have.get(kind, 0) < n:
             raise DistributedError(f"--workers {dist.workers} needs {n:g} {kind}(s) on the cluster, which has "
                                    f"{have.get(kind, 0):g}; use fewer workers")
+
+
+def _check_workers(infos: list[dict], weight_hash: str, fingerprint: str) -> None:
+    """Every worker must have the driver's weights and would write the driver's chunks."""
+    for i, info in enumerate(infos):
+        if info["weight_hash"] != weight_hash:
+            raise DistributedError(f"worker {i} on {info['host']} has other model weights (weight hash "
+                                   f"{info['weight_hash'][:16]}..., the driver's {weight_hash[:16]}...); give every "
+                                   f"host the same model files")
+        if info["fingerprint"] != fingerprint:
+            raise DistributedError(f"worker {i} on {info['host']} would write other chunks (store fingerprint "
+                                   f"{info['fingerprint'][:16]}..., the driver's {fingerprint[:16]}...); give every "
+                                   f"host the same model, dtype and riskscope version")
+
+
+def _run_chunks(store: ChunkedStore, workers: list, board: Any, box: list, total: int,
+                progress: Callable[[int, int], None] | None) -> list[int]:
+    """Hand each pending chunk to an idle worker, record each finished one, advance ``progress`` as workers
+    report batches; returns the chunks each worker wrote."""
+    import ray
+
+    for c in range(store.n_chunks):
+        if c not in store.pending:
+            board.report.remote(c, store.rows_in(c))
+    shown = 0
+    queue = list(store.pending)
+    running: dict[Any, tuple[int, int]] = {}
+    written = [0] * len(workers)
+    free = list(range(len(workers)))
+    while queue or running:
+        while queue and free:
+            w, c = free.pop(0), queue.pop(0)
+            running[workers[w].write.remote(c, box)] = (w, c)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=_POLL_S)
+        for ref in ready:
+            w, c = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as e:
+                raise _unwrap(e) from None
+            store.add(result)
+            written[w] += 1
+            free.append(w)
+            board.report.remote(c, store.rows_in(c))
+        now = ray.get(board.total.remote())  # after the reports above: calls to one actor run in order
+        if progress and now > shown:
+            progress(now - shown, total)
+            shown = now
+    return written
 
 
 def cache_distributed(
@@ -206,56 +255,14 @@ def cache_distributed(
             infos = ray.get([w.ready.remote(box) for w in workers])
         except Exception as e:
             raise _unwrap(e) from None
-        for i, info in enumerate(infos):
-            if info["weight_hash"] != lm.weight_hash:
-                raise DistributedError(f"worker {i} on {info['host']} has other model weights (weight hash "
-                                       f"{info['weight_hash'][:16]}..., the driver's {lm.weight_hash[:16]}...); give "
-                                       f"every host the same model files")
-            if info["fingerprint"] != fingerprint:
-                raise DistributedError(f"worker {i} on {info['host']} would write other chunks (store fingerprint "
-                                       f"{info['fingerprint'][:16]}..., the driver's {fingerprint[:16]}...); give every "
-                                       f"host the same model, dtype and riskscope version")
+        _check_workers(infos, lm.weight_hash, fingerprint)
         store = ChunkedStore.prepare(lm, data, out, cfg)
         t_write = time.perf_counter()
-        total = len(data)
-        for c in range(store.n_chunks):
-            if c not in store.pending:
-                ray.get(board.report.remote(c, store.rows_in(c)))
-        shown = ray.get(board.total.remote())
-        if progress and shown:
-            progress(shown, total)
-        queue = list(store.pending)
-        running: dict[Any, tuple[int, int]] = {}
-        written = [0] * len(workers)
-        pids = {info["pid"] for info in infos}
-        restarts = 0
-        free = list(range(len(workers)))
-        while queue or running:
-            while queue and free:
-                w = free.pop(0)
-                c = queue.pop(0)
-                running[workers[w].write.remote(c, box)] = (w, c)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=_POLL_S)
-            for ref in ready:
-                w, c = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as e:
-                    raise _unwrap(e) from None
-                store.add(result)
-                written[w] += 1
-                free.append(w)
-                board.report.remote(c, store.rows_in(c))
-            now = ray.get(board.total.remote())
-            if progress and now > shown:
-                progress(now - shown, total)
-                shown = now
+        written = _run_chunks(store, workers, board, box, len(data), progress)
         stats = store.finish()
         seconds_writing = time.perf_counter() - t_write
         after = ray.get([w.ready.remote(box) for w in workers])
-        restarts = sum(1 for a in after if a["pid"] not in pids)
-        if progress and total > shown:
-            progress(total - shown, total)
+        restarts = sum(1 for a, b in zip(after, infos) if a["pid"] != b["pid"])
         return DistributedStats(
             chunks_total=stats.chunks_total, chunks_written=stats.chunks_written, chunks_reused=store.reused,
             tokens=stats.tokens, padded_fraction=stats.padded_fraction, seconds=time.perf_counter() - t0,
