@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: caching, melbo, distributed")
     ap.add_argument("--melbo-vectors", type=int, default=64)
+    ap.add_argument("--melbo-steps", type=int, default=20)
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to check this script on a machine without one")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
     print(json.dumps({"gpus": results["gpus"], "torch": torch.__version__, "cuda": torch.version.cuda}), flush=True)
     parts = {
         "caching": lambda: caching_vs_bare(args.model, args.limit, args.reps, args.dtype, args.device),
-        "melbo": lambda: melbo_vs_loop(args.model, args.melbo_vectors, 4, 20, args.dtype, args.device),
+        "melbo": lambda: melbo_vs_loop(args.model, args.melbo_vectors, 4, args.melbo_steps, args.dtype,
+                                       args.device),
         "distributed": lambda: distributed(args.model, min(args.limit, 256), args.dtype, args.device),
     }
     for name, fn in parts.items():
