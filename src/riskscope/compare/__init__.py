@@ -1,1 +1,24 @@
-"""Compare models: layer similarity (CKA, SVCCA, RSA) with nulls, feature universality, risk-direction transfer."""
+"""Compare models: layer similarity (CKA, SVCCA, RSA) with permutation nulls, from stores or arrays.
+
+>>> import numpy as np
+>>> from riskscope.compare import ArraySource, cka_matrix
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(50, 8))
+>>> res = cka_matrix(ArraySource({"x": X}), ArraySource({"y": X @ rng.normal(size=(8, 8))}), n_perm=20)
+>>> res.values_AB.shape, bool(res.p_AB[0, 0] < 0.1)
+((1, 1), True)
+
+See ``docs/compare.md``.
+"""
+
+from ._cka import MIN_ROWS_DEBIASED, block_rows, cka_matrix, linear_cka, linear_cka_reference
+from ._result import SimilarityMatrix, null_summary
+from ._rsa import MIN_ROWS_RSA, rdm_ranks, rsa, rsa_matrix
+from ._sources import ArraySource, Source, StoreSource, check_same_rows
+from ._svcca import MIN_ROWS_SVCCA, svcca, svcca_matrix, svd_basis
+
+__all__ = [
+    "ArraySource", "MIN_ROWS_DEBIASED", "MIN_ROWS_RSA", "MIN_ROWS_SVCCA", "SimilarityMatrix", "Source",
+    "StoreSource", "block_rows", "check_same_rows", "cka_matrix", "linear_cka", "linear_cka_reference",
+    "null_summary", "rdm_ranks", "rsa", "rsa_matrix", "svcca", "svcca_matrix", "svd_basis",
+]

@@ -1,0 +1,111 @@
+"""Model comparison: metric identities, the streamed CKA against the full-Gram oracle, nulls, stores, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from riskscope.compare import (ArraySource, cka_matrix, linear_cka, linear_cka_reference, rsa, rsa_matrix, svcca,
+                               svcca_matrix)
+from riskscope.errors import RiskscopeError
+
+
+def _rot(rng, d):
+    return np.linalg.qr(rng.normal(size=(d, d)))[0]
+
+
+def _pair(seed=0, n=60, d=10, noise=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * np.linspace(3, 0.3, d)  # anisotropic, like real activations
+    Y = X @ rng.normal(size=(d, d + 3)) + noise * rng.normal(size=(n, d + 3)) + 5.0  # offset: centring matters
+    return rng, X, Y
+
+
+# --- CKA ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+@pytest.mark.parametrize("n,block", [(60, 256), (60, 7), (31, 2), (5, 3)])
+def test_streamed_cka_matches_full_gram_reference(debiased, n, block):
+    _, X, Y = _pair(n=n)
+    np.testing.assert_allclose(linear_cka(X, Y, debiased, block), linear_cka_reference(X, Y, debiased),
+                               rtol=0, atol=1e-6)
+
+
+def test_cka_identities():
+    rng, X, Y = _pair()
+    for debiased in (True, False):
+        np.testing.assert_allclose(linear_cka(X, X, debiased, 16), 1.0, atol=1e-9)
+        base = linear_cka(X, Y, debiased, 16)
+        np.testing.assert_allclose(linear_cka(X @ _rot(rng, X.shape[1]), Y, debiased, 16), base, atol=1e-9)
+        np.testing.assert_allclose(linear_cka(7.5 * X, 0.01 * Y, debiased, 16), base, atol=1e-9)
+        np.testing.assert_allclose(linear_cka(Y, X, debiased, 16), base, atol=1e-9)  # symmetric
+
+
+def test_cka_matrix_cells_and_null_are_the_reference_on_shuffled_rows():
+    rng, X, Y = _pair(n=40)
+    Z = rng.normal(size=(40, 4))
+    a, b = ArraySource({"x": X, "z": Z}), ArraySource({"y": Y, "x2": 2 * X})
+    res = cka_matrix(a, b, block=16, n_perm=30, seed=3)
+    for i, P in enumerate((X, Z)):
+        for j, Q in enumerate((Y, 2 * X)):
+            np.testing.assert_allclose(res.values_AB[i, j], linear_cka_reference(P, Q), atol=1e-9)
+    assert res.p_AB[0, 1] == pytest.approx(1 / 31)  # X against 2X beats every shuffle
+    assert abs(res.null_mean_AB[0, 1]) < 0.2        # the debiased null is centred near 0
+    assert np.all((res.p_AB > 0) & (res.p_AB <= 1))
+    # one shuffle, recomputed by the oracle: the null is CKA with B's rows permuted within length blocks
+    one = cka_matrix(ArraySource({"x": X}), ArraySource({"y": Y}), block=16, n_perm=1, seed=5)
+    rng2 = np.random.default_rng(5)
+    blocks = [np.arange(40)[i:i + 16] for i in range(0, 40, 16)]
+    perm = np.concatenate([bl[rng2.permutation(len(bl))] for bl in blocks])
+    np.testing.assert_allclose(one.null_mean_AB[0, 0], linear_cka_reference(X, Y[perm]), atol=1e-9)
+
+
+def test_unrelated_data_is_not_significant():
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(80, 6)), rng.normal(size=(80, 6))
+    res = cka_matrix(ArraySource({"x": X}), ArraySource({"y": Y}), n_perm=50)
+    assert res.p_AB[0, 0] > 0.01
+
+
+# --- SVCCA and RSA -------------------------------------------------------------------------------------------------
+
+
+def test_svcca_of_rotation_and_scaling_is_one():
+    rng, X, _ = _pair(n=80, d=8)
+    np.testing.assert_allclose(svcca(X, 3 * X @ _rot(rng, 8)), 1.0, atol=1e-9)
+    Z = rng.normal(size=(80, 8))
+    assert svcca(X, Z) < 0.9
+
+
+def test_svcca_matrix_null_and_cap():
+    rng, X, Y = _pair(n=50, d=6)
+    res = svcca_matrix(ArraySource({"x": X}), ArraySource({"y": X @ _rot(rng, 6), "z": rng.normal(size=(50, 6))}),
+                       n_perm=20)
+    np.testing.assert_allclose(res.values_AB[0, 0], 1.0, atol=1e-9)
+    assert res.p_AB[0, 0] == pytest.approx(1 / 21)
+    assert res.values_AB[0, 1] < res.null_q95_AB[0, 1] + 0.2
+    wide = svcca_matrix(ArraySource({"x": rng.normal(size=(12, 40))}), ArraySource({"y": rng.normal(size=(12, 40))}))
+    assert wide.info["capped"] and wide.values_AB[0, 0] < 1.0  # kept dims capped so subspaces need not meet
+
+
+def test_rsa_identities_and_mantel_null():
+    rng, X, Y = _pair(n=30)
+    # correlation distance: invariant to scaling, to a constant added to a row and to reordering the features
+    np.testing.assert_allclose(rsa(X, 4 * X[:, rng.permutation(X.shape[1])] + 2), 1.0, atol=1e-9)
+    res = rsa_matrix(ArraySource({"x": X}), ArraySource({"x": X, "z": rng.normal(size=(30, 5))}), n_perm=40)
+    np.testing.assert_allclose(res.values_AB[0, 0], 1.0, atol=1e-9)
+    assert res.p_AB[0, 0] == pytest.approx(1 / 41)
+    assert res.p_AB[0, 1] > 0.01
+
+
+@pytest.mark.parametrize("fn,n", [(cka_matrix, 3), (svcca_matrix, 9), (rsa_matrix, 3)])
+def test_too_few_texts(fn, n):
+    x = np.random.default_rng(0).normal(size=(n, 3))
+    with pytest.raises(RiskscopeError, match="needs at least"):
+        fn(ArraySource({"x": x}), ArraySource({"y": x}))
+
+
+def test_different_rows_refused():
+    with pytest.raises(RiskscopeError, match="rows"):
+        cka_matrix(ArraySource({"x": np.zeros((10, 2))}, "A"), ArraySource({"y": np.zeros((11, 2))}, "B"))
