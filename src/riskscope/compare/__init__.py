@@ -12,13 +12,16 @@ See ``docs/compare.md``.
 """
 
 from ._cka import MIN_ROWS_DEBIASED, block_rows, cka_matrix, linear_cka, linear_cka_reference
+from ._layers import (FORMAT, MIN_ROWS, RANDOM_INIT, LayerCompareConfig, LayerComparison, Metric, check_layers,
+                      compare_layers, compare_sources)
 from ._result import SimilarityMatrix, null_summary
 from ._rsa import MIN_ROWS_RSA, rdm_ranks, rsa, rsa_matrix
 from ._sources import ArraySource, Source, StoreSource, check_same_rows
 from ._svcca import MIN_ROWS_SVCCA, svcca, svcca_matrix, svd_basis
 
 __all__ = [
-    "ArraySource", "MIN_ROWS_DEBIASED", "MIN_ROWS_RSA", "MIN_ROWS_SVCCA", "SimilarityMatrix", "Source",
+    "FORMAT", "LayerCompareConfig", "LayerComparison", "MIN_ROWS", "Metric", "RANDOM_INIT", "check_layers",
+    "compare_layers", "compare_sources", "ArraySource", "MIN_ROWS_DEBIASED", "MIN_ROWS_RSA", "MIN_ROWS_SVCCA", "SimilarityMatrix", "Source",
     "StoreSource", "block_rows", "check_same_rows", "cka_matrix", "linear_cka", "linear_cka_reference",
     "null_summary", "rdm_ranks", "rsa", "rsa_matrix", "svcca", "svcca_matrix", "svd_basis",
 ]
