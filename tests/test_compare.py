@@ -178,3 +178,74 @@ def test_stores_of_different_datasets_refused(tiny_comparison, tmp_path):
         cka_matrix(StoreSource(out / "stores" / "a"), StoreSource(tmp_path / "shuffled"))
     with pytest.raises(RiskscopeError, match="no point resid_post.2"):
         StoreSource(other, ["resid_post.2"])
+
+
+# --- CLI -------------------------------------------------------------------------------------------------------
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from riskscope.cli._app import app
+    from riskscope.cli._common import invoke
+
+    rc = invoke(app, list(args))
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model load fails the test: bad input must be refused before."""
+    from riskscope.cli import _common as cli_common
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(cli_common, "load_lm", refuse)
+
+
+def test_cli_from_stores_writes_json_and_offline_report(tiny_comparison, tmp_path, capsys, no_model):
+    import json
+
+    src, _, _ = tiny_comparison
+    out = tmp_path / "out"
+    rc, stdout, err = _cli(capsys, "compare", "layers", "--store", str(src / "stores" / "a"), "--store",
+                           str(src / "stores" / "b"), "--baseline-store", str(src / "stores" / "a_random_init"),
+                           "--perms", "10", "--block", "4", "--out", str(out), "--json")
+    assert rc == 0, err
+    summary = json.loads(stdout[stdout.index("{"):])
+    assert summary["shape"] == [3, 3] and summary["random_init_max"] is not None
+    res = LayerComparison.load(out / "comparison.json")
+    assert res.main.n_perm == 10 and res.config.readout == "mean"
+    html = (out / "report.html").read_text()
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert "Best match in B" in html and "random-init" in html and html.count("<svg") == 3
+
+
+@pytest.mark.parametrize("args,words", [
+    (["-m", "default"], "exactly twice"),
+    (["-m", "default", "-m", "default", "--store", "x"], "not both"),
+    (["-m", "random-init", "-m", "default"], "only be model B"),
+    (["-m", "default", "-m", "default", "--metric", "cosine"], "--metric must be"),
+    (["-m", "default", "-m", "default", "--metric", "svcca", "--limit", "2"], "svcca needs at least 10"),
+])
+def test_cli_bad_input_one_line_before_model_loads(args, words, tmp_path, capsys, no_model):
+    rc, _, err = _cli(capsys, "compare", "layers", *args, "--out", str(tmp_path / "o"))
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
+    assert not (tmp_path / "o" / "comparison.json").exists()
+
+
+def test_cli_stores_with_different_rows_or_points(tiny_comparison, tmp_path, capsys, no_model):
+    from riskscope.data import CacheConfig, cache_activations
+    from riskscope.hooks import HookPoint
+
+    src, _, _ = tiny_comparison
+    other = tmp_path / "other"
+    cache_activations(make_tiny("llama"), _data(12), other, CacheConfig(points=(HookPoint("resid_post", 0),),
+                                                                       positions="mean"))
+    rc, _, err = _cli(capsys, "compare", "layers", "--store", str(src / "stores" / "a"), "--store", str(other),
+                      "--out", str(tmp_path / "o"))
+    assert rc == 2 and "compare stores cached on the same dataset" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _cli(capsys, "compare", "layers", "--store", str(src / "stores" / "a"), "--store", str(other),
+                      "--layers", "2", "--out", str(tmp_path / "o"))
+    assert rc == 2 and "has no point resid_post.2" in err, err  # a layer missing in one model
