@@ -129,9 +129,16 @@ def _data(n=len(_TEXTS)) -> Dataset:
 
 @pytest.fixture(scope="module")
 def tiny_comparison(tmp_path_factory):
+    import torch
+
     out = tmp_path_factory.mktemp("cmp")
     cfg = LayerCompareConfig(n_perm=20, block=5, batch_size=4)
-    res = compare_layers(make_tiny("llama"), make_tiny("gemma3_text", seed=1), _data(), out, cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine
+    try:
+        res = compare_layers(make_tiny("llama"), make_tiny("gemma3_text", seed=1), _data(), out, cfg)
+    finally:
+        torch.set_num_threads(threads)
     return out, cfg, res
 
 
@@ -249,3 +256,50 @@ def test_cli_stores_with_different_rows_or_points(tiny_comparison, tmp_path, cap
     rc, _, err = _cli(capsys, "compare", "layers", "--store", str(src / "stores" / "a"), "--store", str(other),
                       "--layers", "2", "--out", str(tmp_path / "o"))
     assert rc == 2 and "has no point resid_post.2" in err, err  # a layer missing in one model
+
+
+# --- risk-direction transfer -----------------------------------------------------------------------------------
+
+
+def test_ridge_gcv_is_sklearn_ridge():
+    from sklearn.linear_model import Ridge
+
+    from riskscope.compare import ridge_gcv
+
+    rng = np.random.default_rng(0)
+    XB, XA = rng.normal(size=(50, 7)), rng.normal(size=(50, 4))
+    W, b, a = ridge_gcv(XB, XA)
+    scale = float((np.linalg.svd(XB - XB.mean(0), compute_uv=False) ** 2).mean())
+    ref = Ridge(alpha=a * scale).fit(XB, XA)
+    np.testing.assert_allclose(W, ref.coef_.T, atol=1e-8)
+    np.testing.assert_allclose(b, ref.intercept_, atol=1e-8)
+
+
+def test_transfer_carries_a_shared_direction_and_the_control_does_not():
+    from riskscope.compare import risk_transfer
+
+    rng = np.random.default_rng(1)
+    n = 120
+    y, g = np.repeat([1, 0], n // 2), np.tile(np.arange(n // 2), 2)
+    Z = rng.normal(size=(n, 8))
+    Z[:, 0] += 1.5 * y
+    XA = Z @ rng.normal(size=(8, 10))
+    XB = Z @ rng.normal(size=(8, 12)) + 0.2 * rng.normal(size=(n, 12))
+    r = risk_transfer(XA, XB, y, g, n_boot=50)
+    assert r.auc["transfer"] > 0.75 and r.auc["b_own"] > 0.75
+    assert r.auc["shuffled_map"] < r.auc["transfer"] - 0.15
+    assert r.map_r2 > 0.5 and r.ci["transfer"][0] <= r.auc["transfer"] <= r.ci["transfer"][1]
+
+
+def test_cli_transfer_on_stores(tiny_comparison, tmp_path, capsys, no_model):
+    import json
+
+    src, _, _ = tiny_comparison
+    rc, stdout, err = _cli(capsys, "compare", "transfer", "--store", str(src / "stores" / "a"), "--store",
+                           str(src / "stores" / "b"), "--pairs", "2", "--folds", "2", "--n-bootstrap", "0",
+                           "--out", str(tmp_path / "t.json"), "--json")
+    assert rc == 0, err
+    res = json.loads((tmp_path / "t.json").read_text())["results"]
+    assert [(r["layer_a"], r["layer_b"]) for r in res] == [("resid_post.0", "resid_post.0"),
+                                                           ("resid_post.2", "resid_post.2")]
+    assert set(res[0]["auc"]) == {"transfer", "b_own", "a_own", "shuffled_map"}

@@ -100,6 +100,52 @@ def register(app: typer.Typer) -> None:
                     f"null at p<0.05; random-init max {_fmt(summary['random_init_max'])}; "
                     f"report {out_dir / 'report.html'}", highlight=False)
 
+    @compare_app.command("transfer")
+    def transfer(
+        stores: List[Path] = typer.Option(..., "--store", help="give twice: the store of A, then of B (same "
+                                          "dataset, labelled, one row per text)"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the results as JSON here"),
+        hook: str = typer.Option("resid_post", help="hook compared"),
+        pairs: int = typer.Option(5, "--pairs", help="layer pairs at matched relative depths (first, last and "
+                                  "evenly between)"),
+        folds: int = c.FoldsOpt,
+        n_bootstrap: int = c.BootstrapOpt,
+        seed: int = c.SeedOpt,
+        json_out: bool = c.JsonOpt,
+    ) -> None:
+        """Carry A's risk probe through a ridge map (B -> A) to B's texts; AUC against B's own probe and
+        against a map fitted on shuffled rows, on folds grouped by pair."""
+        from .._io import check_output_file
+        from ..compare import StoreSource, check_same_rows, matched_layers, risk_transfer
+
+        if len(stores) != 2:
+            raise RiskscopeError(f"--store must be given exactly twice (A then B), got {len(stores)}")
+        if out is not None:
+            check_output_file(out)
+        a, b = StoreSource(stores[0]), StoreSource(stores[1])
+        check_same_rows(a, b)
+        ka = sorted((k for k in a.layers if k.rpartition(".")[0] == hook), key=lambda k: int(k.rpartition(".")[2]))
+        kb = sorted((k for k in b.layers if k.rpartition(".")[0] == hook), key=lambda k: int(k.rpartition(".")[2]))
+        if not ka or not kb:
+            src = stores[0] if not ka else stores[1]
+            raise RiskscopeError(f"{src} has no {hook} point")
+        y, groups = a.store.labels, [p if p is not None else f"row{i}" for i, p in enumerate(a.store.pair_ids)]
+        results = []
+        for i, j in matched_layers(len(ka), len(kb), pairs):
+            r = risk_transfer(a.layer(ka[i]), b.layer(kb[j]), y, groups, folds, n_boot=n_bootstrap, seed=seed,
+                              layer_a=ka[i], layer_b=kb[j])
+            results.append(r.to_dict())
+            if not json_out:
+                au = r.auc
+                c.out.print(f"{ka[i]} -> {kb[j]}: transfer AUC {au['transfer']:.3f} | B's own probe "
+                            f"{au['b_own']:.3f} | A's own {au['a_own']:.3f} | shuffled map "
+                            f"{au['shuffled_map']:.3f} | map R2 {r.map_r2:.3f}", highlight=False)
+        payload = {"format": "riskscope-compare-transfer/1", "store_a": str(stores[0]), "store_b": str(stores[1]),
+                   "results": results}
+        c.save_json(out, payload)
+        if json_out:
+            c.print_json(payload)
+
     app.add_typer(compare_app, name="compare")
 
 

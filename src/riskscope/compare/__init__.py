@@ -1,4 +1,5 @@
-"""Compare models: layer similarity (CKA, SVCCA, RSA) with permutation nulls, from stores or arrays.
+"""Compare models: layer similarity (CKA, SVCCA, RSA) with permutation nulls, from stores or arrays; risk-direction
+transfer through a ridge map with a shuffled-map control.
 
 >>> import numpy as np
 >>> from riskscope.compare import ArraySource, cka_matrix
@@ -17,11 +18,12 @@ from ._layers import (FORMAT, MIN_ROWS, RANDOM_INIT, LayerCompareConfig, LayerCo
 from ._result import SimilarityMatrix, null_summary
 from ._rsa import MIN_ROWS_RSA, rdm_ranks, rsa, rsa_matrix
 from ._sources import ArraySource, Source, StoreSource, check_same_rows
+from ._transfer import ALPHAS, SCORES, TransferResult, matched_layers, ridge_gcv, risk_transfer
 from ._svcca import MIN_ROWS_SVCCA, svcca, svcca_matrix, svd_basis
 
 __all__ = [
     "FORMAT", "LayerCompareConfig", "LayerComparison", "MIN_ROWS", "Metric", "RANDOM_INIT", "check_layers",
     "compare_layers", "compare_sources", "ArraySource", "MIN_ROWS_DEBIASED", "MIN_ROWS_RSA", "MIN_ROWS_SVCCA", "SimilarityMatrix", "Source",
     "StoreSource", "block_rows", "check_same_rows", "cka_matrix", "linear_cka", "linear_cka_reference",
-    "null_summary", "rdm_ranks", "rsa", "rsa_matrix", "svcca", "svcca_matrix", "svd_basis",
+    "null_summary", "ALPHAS", "SCORES", "TransferResult", "matched_layers", "ridge_gcv", "risk_transfer", "rdm_ranks", "rsa", "rsa_matrix", "svcca", "svcca_matrix", "svd_basis",
 ]
