@@ -303,3 +303,24 @@ def test_cli_transfer_on_stores(tiny_comparison, tmp_path, capsys, no_model):
     assert [(r["layer_a"], r["layer_b"]) for r in res] == [("resid_post.0", "resid_post.0"),
                                                            ("resid_post.2", "resid_post.2")]
     assert set(res[0]["auc"]) == {"transfer", "b_own", "a_own", "shuffled_map"}
+
+
+@pytest.mark.parametrize("metric", ["svcca", "rsa"])
+def test_other_metrics_from_stores(tiny_comparison, metric):
+    from riskscope.compare import compare_sources
+
+    out, _, _ = tiny_comparison
+    a, b = StoreSource(out / "stores" / "a"), StoreSource(out / "stores" / "b")
+    res = compare_sources(a, b, LayerCompareConfig(metric=metric, n_perm=10))
+    assert res.values_AB.shape == (3, 3) and res.metric == metric and np.all(np.isfinite(res.values_AB))
+    same = compare_sources(a, a, LayerCompareConfig(metric=metric, n_perm=10))
+    np.testing.assert_allclose(np.diag(same.values_AB), 1.0, atol=1e-9)
+
+
+def test_random_init_as_model_b(tmp_path, one_thread):
+    from riskscope.compare import RANDOM_INIT
+
+    res = compare_layers(make_tiny("llama"), RANDOM_INIT, _data(8), tmp_path / "o",
+                         LayerCompareConfig(n_perm=5, random_init=False, batch_size=8))
+    assert res.model_b.startswith("tiny-llama (random init") and res.random_init is None
+    assert res.info["same_tokenizer"] is True
