@@ -57,13 +57,26 @@ def linear_cka_reference(X: np.ndarray, Y: np.ndarray, debiased: bool = True) ->
     return float(hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L)))
 
 
-def _grams(rows_b: list[np.ndarray], rows_c: list[np.ndarray] | None) -> torch.Tensor:
+def _stack(rows: list[np.ndarray], buffers: dict, slot: str) -> torch.Tensor | list[torch.Tensor]:
+    """Every layer's rows as one (L, B, D) float64 tensor (a list when widths differ), filled by numpy into a
+    buffer reused from block to block (``buffers[slot]``): fresh allocations and a parallel torch.stack cost
+    seconds of page faults and spin-waits on a busy machine."""
+    if len({x.shape[1] for x in rows}) != 1:
+        return [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)) for x in rows]
+    shape = (len(rows), *rows[0].shape)
+    buf = buffers.get(slot)
+    if buf is None or buf.shape[0] != shape[0] or buf.shape[2] != shape[2] or buf.shape[1] < shape[1]:
+        buf = buffers[slot] = np.empty(shape, dtype=np.float64)
+    out = buf[:, :shape[1]]
+    for k, x in enumerate(rows):
+        out[k] = x
+    return torch.from_numpy(out)
+
+
+def _grams(xb: torch.Tensor | list[torch.Tensor], xc: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     """(L, |b|, |c|) float64 Gram blocks of every layer."""
-    xb = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)) for x in rows_b]
-    xc = xb if rows_c is None else [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)) for x in rows_c]
-    if len({x.shape[1] for x in xb}) == 1:
-        B, C = torch.stack(xb), torch.stack(xc)
-        return torch.bmm(B, C.transpose(1, 2))
+    if isinstance(xb, torch.Tensor) and isinstance(xc, torch.Tensor):
+        return torch.bmm(xb, xc.transpose(1, 2))
     return torch.stack([b @ c.T for b, c in zip(xb, xc)])
 
 
@@ -106,12 +119,12 @@ def cka_matrix(a: Source, b: Source, debiased: bool = True, block: int = 256, n_
     tKL, tKK, tLL = np.zeros((LA, LB)), np.zeros(LA), np.zeros(LB)
     tKLp = np.zeros((n_perm, LA, LB))
     rK, a_diag, rL, b_diag = np.zeros((LA, n)), np.zeros((LA, n)), np.zeros((LB, n)), np.zeros((LB, n))
-    total, done = nb * (nb + 1) // 2, 0
+    total, done, bufs = nb * (nb + 1) // 2, 0, {}
     for i, bi in enumerate(blocks):
-        Xi, Yi = a.rows(bi), b.rows(bi)
+        Xi, Yi = _stack(a.rows(bi), bufs, "xi"), _stack(b.rows(bi), bufs, "yi")
         for j in range(i, nb):
             bj = blocks[j]
-            Xj, Yj = (None, None) if j == i else (a.rows(bj), b.rows(bj))
+            Xj, Yj = (Xi, Yi) if j == i else (_stack(a.rows(bj), bufs, "xj"), _stack(b.rows(bj), bufs, "yj"))
             K, L = _grams(Xi, Xj), _grams(Yi, Yj)
             w = 1.0 if i == j else 2.0
             Kf, Lf = K.reshape(LA, -1), L.reshape(LB, -1)
