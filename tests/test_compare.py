@@ -221,6 +221,7 @@ def test_cli_from_stores_writes_json_and_offline_report(tiny_comparison, tmp_pat
     assert rc == 0, err
     summary = json.loads(stdout[stdout.index("{"):])
     assert summary["shape"] == [3, 3] and summary["random_init_max"] is not None
+    assert summary["model_a"] == "tiny-llama" and summary["model_b"] == "tiny-gemma3_text"
     res = LayerComparison.load(out / "comparison.json")
     assert res.main.n_perm == 10 and res.config.readout == "mean"
     html = (out / "report.html").read_text()

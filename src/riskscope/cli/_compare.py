@@ -188,7 +188,9 @@ def _from_stores(stores: list[Path], baseline: Optional[Path], layers_opt: Optio
     info = {"dataset": a.store.manifest.get("dataset", {}).get("name"), "n_texts": a.n_rows,
             "stores": {"a": str(stores[0]), "b": str(stores[1]), "random_init": str(baseline) if rand else None},
             "seconds_compare": round(time.perf_counter() - t0, 2)}
-    return LayerComparison(cfg, str(ma.get("id", stores[0])), str(mb.get("id", stores[1])), main, base, info)
+    name_a = ma.get("model") or str(stores[0])
+    name_b = mb.get("model") or str(stores[1])
+    return LayerComparison(cfg, str(name_a), str(name_b), main, base, info)
 
 
 def _fmt(x) -> str:
