@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import _analysis, _common, _data, _melbo, _probe, _sae, _serve
+from . import _analysis, _common, _compare, _data, _melbo, _probe, _sae, _serve
 
 app = typer.Typer(
     name="riskscope",
@@ -30,6 +30,7 @@ _probe.register(app)     # probe, score, report, run
 _analysis.register(app)  # analyze, neurons, ask, steer, trace, vector ...
 _melbo.register(app)     # melbo
 _sae.register(app)       # sae train
+_compare.register(app)   # compare layers
 _serve.register(app)     # serve, perplexity
 
 

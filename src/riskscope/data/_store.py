@@ -247,6 +247,21 @@ class Store:
             out[chunk.row_index] = self._tensor(chunk, key, dtype)
         return out
 
+    def read_rows(self, point: HookPoint | str, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """The activations of one point for the dataset rows ``rows`` (in that order), decoding only the chunks
+        that hold them: memory stays bounded by the rows asked for (streaming readers use this)."""
+        key, rows = self._key(point), np.asarray(rows, dtype=np.int64)
+        if self.manifest["positions"] == "all":
+            raise StoreError("this store holds every token; use read_tokens()")
+        where = np.full(self.manifest["n_rows"], -1, dtype=np.int64)
+        where[rows] = np.arange(len(rows))
+        out = np.full((len(rows), *layout_of(self.manifest)[key]["shape"][1:]), np.nan, dtype=dtype)
+        for chunk in self._checked():
+            sel = where[chunk.row_index] >= 0
+            if sel.any():
+                out[where[chunk.row_index[sel]]] = self._tensor(chunk, key, dtype)[sel]
+        return out
+
     def read_tokens(self, point: HookPoint | str, dtype=np.float32) -> list[np.ndarray]:
         """Per-row (n_tokens, W) arrays of an ``all``-positions store, in dataset order (None for rows a
         partial store does not hold yet)."""
