@@ -199,7 +199,9 @@ def _cv_figures(run: Path | None) -> dict | None:
     lex = m.get("lexical") if isinstance(m.get("lexical"), dict) else {}
     probe_auc = json_float(hit.get("auc")) if hit else json_float(best.get("auc")) if isinstance(best, dict) else None
     lex_auc = json_float(lex.get("auc"))
-    return {"probe_auc": probe_auc, "probe_auc_ci": hit.get("auc_ci") if hit else None,
+    ci = hit.get("auc_ci") if hit else None
+    ci = [json_float(v) for v in ci] if isinstance(ci, list) and len(ci) == 2 else None
+    return {"probe_auc": probe_auc, "probe_auc_ci": ci,
             "probe_pair_accuracy": json_float(hit.get("pair_accuracy")) if hit else None, "lexical_auc": lex_auc,
             "lexical_pair_accuracy": json_float(lex.get("pair_accuracy")),
             "delta_auc": json_float(probe_auc - lex_auc) if probe_auc is not None and lex_auc is not None else None,

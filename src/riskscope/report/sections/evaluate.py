@@ -40,7 +40,7 @@ def headline(result: dict) -> tuple[str, list[str]]:
                  f"{fmt(p.get('pair_accuracy'))} ({fmt_ci(p.get('pair_accuracy_ci'))})."]
     goal = [k for k, v in GOALS.items() if not number(p.get(k)) >= v]
     sentences.append("It meets the goals (AUC ≥ 0.80, pair accuracy ≥ 0.88)." if not goal else
-                     f"It misses the goal for {' and '.join(k.replace('_', ' ') for k in goal)} "
+                     f"It misses the goal for {' and '.join({'auc': 'AUC'}.get(k, k.replace('_', ' ')) for k in goal)} "
                      f"(AUC ≥ 0.80, pair accuracy ≥ 0.88).")
     if not d:
         return "No lexical baseline: whether the probe beats wording is not tested here.", sentences
