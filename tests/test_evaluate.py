@@ -220,7 +220,7 @@ def test_bad_input_one_line_exit_2_nothing_written(world, capsys, tmp_path, case
 
 
 def test_metric_invariants():
-    from riskscope.pipeline._transfer import binary_metrics, delta_auc, reliability
+    from riskscope.pipeline import binary_metrics, delta_auc, reliability
 
     rng = np.random.default_rng(0)
     y = np.tile([1, 0], 50)
