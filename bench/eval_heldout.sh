@@ -2,14 +2,15 @@
 # Train the default run with the current recipe (analyses skipped) and evaluate its bundle on the external
 # set cyber_risk_heldout; the figures go to docs/evaluate.md.
 #   bench/eval_heldout.sh [RUN_DIR] [EVAL_DIR]
-# A run folder that already holds a finished run of the same inputs is reused (nothing is recomputed).
+# A finished run in RUN_DIR (it has manifest.json) is used as it is; delete it to train anew.
 set -euo pipefail
 RUN=${1:-/tmp/eval_run}
 OUT=${2:-/tmp/eval_heldout}
 PY=${PYTHON:-python}
-/usr/bin/time -f "run: %e s wall" "$PY" -m riskscope.cli run --out "$RUN" --skip all --no-report --json > "$RUN.json"
-/usr/bin/time -f "evaluate: %e s wall" "$PY" -m riskscope.cli evaluate --probe "$RUN" --dataset cyber_risk_heldout \
-    --out "$OUT"
+if [ ! -f "$RUN/manifest.json" ]; then
+    time "$PY" -m riskscope.cli run --out "$RUN" --skip all --no-report --json > "$RUN.json"
+fi
+time "$PY" -m riskscope.cli evaluate --probe "$RUN" --dataset cyber_risk_heldout --out "$OUT"
 "$PY" - "$OUT/evaluation.json" <<'PYEOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
