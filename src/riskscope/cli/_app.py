@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import _analysis, _common, _compare, _data, _melbo, _probe, _sae, _serve
+from . import _analysis, _common, _compare, _data, _evaluate, _melbo, _probe, _sae, _serve
 
 app = typer.Typer(
     name="riskscope",
@@ -27,6 +27,7 @@ def _root() -> None:
 
 _data.register(app)      # models, datasets, cache, verify
 _probe.register(app)     # probe, score, report, run
+_evaluate.register(app)  # evaluate
 _analysis.register(app)  # analyze, neurons, ask, steer, trace, vector ...
 _melbo.register(app)     # melbo
 _sae.register(app)       # sae train

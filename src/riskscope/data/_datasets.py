@@ -35,6 +35,9 @@ _LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "risky": 1, "benign": 0, "high
 BUILTINS = {
     "cyber_risk_pairs": ("cyber_risk_pairs.jsonl",
                          "matched pairs of tacit cyber-risk scenarios, 12 categories (docs/datasets/cyber_risk_pairs.md)"),
+    "cyber_risk_heldout": ("cyber_risk_heldout.jsonl",
+                           "external held-out set: 132 new matched pairs, same rules, for `riskscope evaluate` "
+                           "(docs/datasets/cyber_risk_heldout.md)"),
 }
 DEFAULT_DATASET = "cyber_risk_pairs"
 MAX_TEXT_CHARS = 1_000_000

@@ -1,7 +1,8 @@
 """The main job: cache -> probes -> live-model analyses -> report, on run folders.
 
 ``run(RunConfig(...)) -> RunResult`` is the whole job in one call; ``probe_run`` (``riskscope probe``) and
-``analyze_run`` (``riskscope analyze``) work on run folders already on disk.
+``analyze_run`` (``riskscope analyze``) work on run folders already on disk; ``evaluate`` (``riskscope evaluate``)
+scores an external labelled set with a run's bundle, beside the lexical transfer baseline.
 
 The names are imported lazily, so the CLI can read :class:`RunConfig`'s defaults and the option parsers
 (:func:`parse_layers` ...) without importing torch.
@@ -25,12 +26,19 @@ _EXPORTS = {
     "RUN_FILES": "_folder", "analysis_switches": "_folder", "analyze_run": "_folder", "check_run_folder": "_folder",
     "open_run_store": "_folder", "run_folds": "_folder", "run_model_settings": "_folder",
     "AnalysisConfig": "_analyses", "AnalysisOutputs": "_analyses", "run_analyses": "_analyses",
+    "EVAL_FILES": "_evaluate", "EVAL_FORMAT": "_evaluate", "EvaluateConfig": "_evaluate", "Evaluation": "_evaluate",
+    "Prepared": "_evaluate", "evaluate": "_evaluate", "load_evaluation_model": "_evaluate",
+    "prepare_evaluation": "_evaluate", "write_evaluation": "_evaluate",
+    "binary_metrics": "_transfer", "delta_auc": "_transfer", "fit_lexical": "_transfer", "reliability": "_transfer",
     "RUN_FORMAT": "_run", "RunResult": "_run", "cache_config": "_run", "hook_points": "_run", "run": "_run",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._analyses import AnalysisConfig, AnalysisOutputs, run_analyses
     from ._config import ProbeRunConfig, RunConfig, check_dataset
+    from ._evaluate import (EVAL_FILES, EVAL_FORMAT, EvaluateConfig, Evaluation, Prepared, evaluate,
+                            load_evaluation_model, prepare_evaluation, write_evaluation)
+    from ._transfer import binary_metrics, delta_auc, fit_lexical, reliability
     from ._folder import (
         RUN_FILES, analysis_switches, analyze_run, check_run_folder, open_run_store, run_folds, run_model_settings,
         store_path,

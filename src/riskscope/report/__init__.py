@@ -19,7 +19,8 @@ PosixPath('runs/default/report.html')
 from ._run import Run, load_run
 from ._write import render, write_report
 from .sections.compare import render_compare, write_compare_report
+from .sections.evaluate import evaluation_html
 from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
 
-__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_compare", "render_melbo",
-           "write_compare_report", "write_melbo_report", "write_report"]
+__all__ = ["Run", "evaluation_html", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_compare",
+           "render_melbo", "write_compare_report", "write_melbo_report", "write_report"]
