@@ -69,7 +69,7 @@ def _counts(m: SimilarityMatrix, base: SimilarityMatrix | None) -> list[str]:
         if base.p_AB is not None:
             lines.append(f"The random-init copy itself exceeds the shuffled-rows null in "
                          f"{int((base.p_AB < ALPHA).sum())} of {total} cells: structure that a random network of "
-                         f"A's shape already shares with B (token identity and position pass through random layers).")
+                         f"A's shape already shares with B, so beating the shuffled null alone is weak evidence.")
     return lines
 
 
@@ -92,6 +92,12 @@ def _best_rows(m: SimilarityMatrix, base: SimilarityMatrix | None) -> list[list[
 def compare_sections(cmp: LayerComparison) -> list[Section]:
     """The sections of a layer-comparison page, in reading order."""
     m, base, cfg, info = cmp.main, cmp.random_init, cmp.config, cmp.info
+    lines = _counts(m, base)
+    if cfg.readout == "mean":
+        keeps = ("the null keeps part of it (shuffles within length-sorted blocks), so compare each cell with the "
+                 "null heatmap" if m.metric == "cka" else "this null shuffles all rows and does not keep length")
+        lines.append("Mean readout: a large first-token activation diluted by the text's length can dominate the "
+                     f"mean and make layers agree through length alone; {keeps} (see docs/compare.md).")
     facts = [("model A", cmp.model_a), ("model B", cmp.model_b), ("metric", NAMES.get(m.metric, m.metric)),
              ("texts", str(m.n_rows)), ("dataset", str(info.get("dataset", "n/a"))),
              ("readout", f"{cfg.hook}, {cfg.readout} over each text's tokens"),
@@ -111,7 +117,7 @@ def compare_sections(cmp: LayerComparison) -> list[Section]:
         charts.append(_heatmap(m.null_mean_AB, m.layers_a, m.layers_b, f"{m.metric}: A x B, rows shuffled (null "
                                f"mean)", "null", cmp.model_a, cmp.model_b, None, lo, hi))
     return [
-        section("setup", "Setup", "Layer similarity: setup", "compare_setup", facts=facts, lines=_counts(m, base)),
+        section("setup", "Setup", "Layer similarity: setup", "compare_setup", facts=facts, lines=lines),
         section("heatmaps", "Heatmaps", "Layers of A x layers of B", "compare_heatmaps", charts=charts),
         section("best", "Best matches", "Best match in B for each layer of A", "compare_best",
                 head=["layer of A", "best layer of B", m.metric, "null mean", "null 95%", "p", "random-init A"],
