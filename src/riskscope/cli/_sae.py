@@ -106,6 +106,68 @@ def register(app: typer.Typer) -> None:
                     f"zero / {_fmt(summary['ce_loss_recovered_vs_mean'])} vs mean ablation; random-init model "
                     f"FVU {_fmt(summary['random_init_fvu'])}; {summary['seconds']:.0f} s")
 
+    @sae_app.command("risk")
+    def risk(
+        sae_dir: Path = typer.Argument(..., help="SAE folder (SAELens or sparsify) of this model"),
+        model: str = c.ModelOpt,
+        dataset: str = typer.Option("cyber_risk_pairs", "--dataset", help="paired dataset (built-in name or file)"),
+        probe: Optional[Path] = typer.Option(None, "--probe", help="the run's probe (a bundle folder or a run folder "
+                                             "with probe/); default: a probe fitted on the dataset"),
+        pool: str = typer.Option("mean", help="pool a text's latents over its tokens: mean | max | last"),
+        fdr: float = typer.Option(0.05, help="false-discovery rate (Benjamini-Hochberg)"),
+        ks: str = typer.Option("1,8,32", "--ks", help="latents in the sparse probes, comma-separated"),
+        folds: int = typer.Option(5, help="grouped cross-validation folds"),
+        n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for CIs"),
+        effect_texts: int = typer.Option(64, "--effect-texts", help="texts of each label the clamping is measured on"),
+        random_features: int = typer.Option(5, "--random-features", help="matched-density latents clamped as control"),
+        seed: int = typer.Option(0, help="seed of folds, bootstraps and random choices"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N pairs"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON written (default: SAE_DIR/risk.json)"),
+        dtype: str = c.DTypeOpt,
+        device: str = c.DeviceOpt,
+        trust_remote_code: bool = c.TrustOpt,
+        module_paths: Optional[str] = c.PathsOpt,
+        json_out: bool = c.JsonOpt,
+    ) -> None:
+        """Risk features: latents that tell risky texts from their twins, probe alignment, sparse probes, clamping."""
+        from .._io import atomic_json
+        from ..data import load_dataset
+        from ..probes import Probe
+        from ..sae import RiskConfig, check_sae_width, load_sae, read_density, risk_features, sae_point
+
+        sae, cfg_json = load_sae(sae_dir)
+        point = sae_point(cfg_json, sae_dir / "cfg.json")
+        try:
+            k_list = tuple(int(x) for x in ks.split(",") if x.strip())
+        except ValueError:
+            raise RiskscopeError(f"--ks must be comma-separated integers, got {ks!r}") from None
+        rcfg = RiskConfig(pool=pool, fdr=fdr, ks=k_list, folds=folds, n_boot=n_boot, effect_texts=effect_texts,
+                          n_random_features=random_features, seed=seed)
+        ds = load_dataset(dataset).limit(limit)
+        the_probe = None
+        if probe is not None:
+            where = probe / "probe" if (probe / "probe" / "bundle.json").is_file() else probe
+            the_probe = Probe.load(where)
+        target = out if out is not None else sae_dir / "risk.json"
+        lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
+        check_sae_width(sae, point.width(lm), f"{model}'s {point}")
+        density = read_density(sae_dir)
+        meta = cfg_json.get("metadata") or {}
+        with c.progress() as prog:
+            task = prog.add_task("risk features", total=None)
+            res = risk_features(lm, sae, point, ds, rcfg, probe=the_probe,
+                                density_F=None if density is None else density.numpy(),
+                                prepend_bos=bool(meta.get("prepend_bos", True)),
+                                progress=lambda s: prog.update(task, description=s))
+        atomic_json(target, {"format": "riskscope-sae-risk/1", "sae": str(sae_dir), "model": lm.model_id,
+                             **res.to_dict()})
+        if json_out:
+            c.out.print_json(json.dumps({"out": str(target), "reading": res.summary["reading"]}))
+            return
+        c.out.print(f"risk features of [bold]{sae_dir}[/bold] -> {target}")
+        for line in res.summary["reading"]:
+            c.out.print(f"  {line}", markup=False)
+
     app.add_typer(sae_app, name="sae")
 
 
