@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 from scipy import stats as st
 
 from conftest import make_tiny
+from riskscope.cli import main
 from riskscope.data import load_dataset
 from riskscope.hooks import HookPoint, intervene, run_batch, capture, pad_batch
 from riskscope.sae import (
@@ -130,10 +129,16 @@ def test_sae_point_reads_riskscope_and_transformerlens_names(tmp_path):
         sae_point({"metadata": {"hook_name": "blocks.7.attn.hook_z"}})
 
 
-def test_cli_risk_bad_input_is_one_line_and_writes_nothing(tmp_path):
+def test_cli_risk_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     sae = SparseAutoencoder(32, 64, "topk", k=4)
     save_saelens(sae, tmp_path / "s", {"hook_name": "blocks.1.hook_resid_post"})
-    r = subprocess.run([sys.executable, "-m", "riskscope.cli", "sae", "risk", str(tmp_path / "s"), "--ks", "a,b"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "--ks" in r.stderr + r.stdout and "Traceback" not in r.stderr
+    code, text = _cli(["sae", "risk", str(tmp_path / "s"), "--ks", "a,b"], capsys)
+    assert code == 2 and "--ks" in text and "Traceback" not in text
     assert not (tmp_path / "s" / "risk.json").exists()
+
+
+def _cli(args, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    got = capsys.readouterr()
+    return e.value.code, got.out + got.err

@@ -19,5 +19,7 @@ PosixPath('runs/default/report.html')
 from ._run import Run, load_run
 from ._write import render, write_report
 from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
+from .sections.sae import sae_page_html, sae_risk_section, write_sae_page
 
-__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_melbo", "write_melbo_report", "write_report"]
+__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_melbo", "sae_page_html",
+           "sae_risk_section", "write_melbo_report", "write_report", "write_sae_page"]

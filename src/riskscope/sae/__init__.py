@@ -9,6 +9,7 @@
 * :func:`save_saelens`, :func:`load_sae` (SAELens and sparsify folders), :func:`save_sparsify`.
 * :func:`risk_features`: latents that tell risky texts from their twins (paired test + FDR), the probe
   direction against decoder rows, sparse vs dense probes, clamping against matched random latents.
+* :func:`browser_data`: top contexts, histograms and output tokens of every latent for the feature browser.
 * :func:`load_corpus`: the default ``pydocs`` corpus or the user's .txt / .jsonl / .parquet / hf: data.
 
 >>> from riskscope.sae import SAEConfig
@@ -16,6 +17,7 @@
 4608
 """
 
+from ._browse import BROWSER_FORMAT, browser_data, logit_effects
 from ._config import ARCHS, SAEConfig
 from ._corpus import DEFAULT_CORPUS, Corpus, load_corpus
 from ._formats import check_sae_width, load_sae, read_density, sae_point, save_saelens, save_sparsify, tl_hook_name
@@ -29,7 +31,7 @@ from ._texts import POOLS, PooledLatents, TextLatents, iter_text_latents, pooled
 from ._train import TrainProgress, TrainResult, latest_checkpoint, train_sae_on
 
 __all__ = [
-    "POOLS", "FeatureAblation", "PooledLatents", "RiskConfig", "RiskFeatures", "TextLatents", "benjamini_hochberg",
+    "BROWSER_FORMAT", "browser_data", "logit_effects", "POOLS", "FeatureAblation", "PooledLatents", "RiskConfig", "RiskFeatures", "TextLatents", "benjamini_hochberg",
     "cosine_null", "grouped_probe_auc", "iter_text_latents", "paired_feature_stats", "pooled_latents",
     "read_density", "risk_features", "risk_reading", "sae_point", "signed_rank_test", "text_windows",
     "ARCHS", "Corpus", "DEFAULT_CORPUS", "LiveSource", "SAEConfig", "SAEOutput", "SAERun", "SAERunConfig",

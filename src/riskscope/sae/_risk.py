@@ -92,6 +92,10 @@ class RiskFeatures:
     def to_dict(self) -> dict:
         return self.summary
 
+    def latents(self) -> dict[str, list]:
+        """Per-latent d_z, q and cosine with the probe (4 significant digits), for the browser's sorting."""
+        return {k: [float(f"{v:.4g}") if np.isfinite(v) else None for v in self.stats[k]] for k in ("dz", "q", "cos")}
+
 
 class FeatureAblation:
     """A hook operation removing one latent's contribution ``a_f(x) * W_dec[f]`` at every position (duck-types a

@@ -9,6 +9,7 @@
 :mod:`.traces`      ``traces.json``: per-token probe scores and gradient x input
 :mod:`.steering`    ``caution.json``: the heightened-caution demo against a random vector
 :mod:`.melbo`       a MELBO run folder's page (:func:`riskscope.report.write_melbo_report`)
+:mod:`.sae`         an SAE folder's page: metrics, risk features, feature browser (``riskscope sae browse``)
 ==================  ==========================================================================
 
 A live-model section appears when its file exists; a file that exists but is broken is an
