@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from .._io import atomic_json
         from ..data import load_dataset
         from ..probes import Probe
-        from ..sae import RiskConfig, check_sae_width, load_sae, read_density, risk_features, sae_point
+        from ..sae import RiskConfig, check_sae_width, load_sae, paired_rows, read_density, risk_features, sae_point
 
         sae, cfg_json = load_sae(sae_dir)
         point = sae_point(cfg_json, sae_dir / "cfg.json")
@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
         rcfg = RiskConfig(pool=pool, fdr=fdr, ks=k_list, folds=folds, n_boot=n_boot, effect_texts=effect_texts,
                           n_random_features=random_features, seed=seed)
         ds = load_dataset(dataset).limit(limit)
+        paired_rows(ds)  # enough complete pairs, before the model loads
         the_probe = None
         if probe is not None:
             where = probe / "probe" if (probe / "probe" / "bundle.json").is_file() else probe

@@ -23,7 +23,7 @@ from ._corpus import DEFAULT_CORPUS, Corpus, load_corpus
 from ._formats import check_sae_width, load_sae, read_density, sae_point, save_saelens, save_sparsify, tl_hook_name
 from ._metrics import reconstruction_metrics, sae_eval, splice_metrics
 from ._model import SAEOutput, SparseAutoencoder, TrainOutput
-from ._risk import FeatureAblation, RiskConfig, RiskFeatures, risk_features, risk_reading
+from ._risk import FeatureAblation, RiskConfig, RiskFeatures, paired_rows, risk_features, risk_reading
 from ._run import SAERun, SAERunConfig, check_out_dir, random_init_copy, train_sae
 from ._source import LiveSource, StoreSource, Window, capture_windows, corpus_windows, special_tokens_added
 from ._stats import benjamini_hochberg, cosine_null, grouped_probe_auc, paired_feature_stats, signed_rank_test
@@ -32,7 +32,7 @@ from ._train import TrainProgress, TrainResult, latest_checkpoint, train_sae_on
 
 __all__ = [
     "BROWSER_FORMAT", "browser_data", "logit_effects", "POOLS", "FeatureAblation", "PooledLatents", "RiskConfig", "RiskFeatures", "TextLatents", "benjamini_hochberg",
-    "cosine_null", "grouped_probe_auc", "iter_text_latents", "paired_feature_stats", "pooled_latents",
+    "cosine_null", "grouped_probe_auc", "iter_text_latents", "paired_feature_stats", "paired_rows", "pooled_latents",
     "read_density", "risk_features", "risk_reading", "sae_point", "signed_rank_test", "text_windows",
     "ARCHS", "Corpus", "DEFAULT_CORPUS", "LiveSource", "SAEConfig", "SAEOutput", "SAERun", "SAERunConfig",
     "SparseAutoencoder", "StoreSource", "TrainOutput", "TrainProgress", "TrainResult", "Window", "capture_windows",

@@ -225,7 +225,10 @@ def sae_point(cfg: dict, where: str | Path = "cfg.json") -> HookPoint:
     meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
     ours = meta.get("riskscope") if isinstance(meta.get("riskscope"), dict) else {}
     if isinstance(ours.get("point"), str):
-        return HookPoint.parse(ours["point"])
+        try:
+            return HookPoint.parse(ours["point"])
+        except (ValueError, RiskscopeError):
+            raise RiskscopeError(f"{where}: metadata.riskscope.point {ours['point']!r} is not a hook point") from None
     name = meta.get("hook_name", cfg.get("hook_name"))
     for hook, pattern in _TL_HOOKS.items():
         head, tail = pattern.split("{}")

@@ -121,7 +121,9 @@ class _AddDirection:
         return x + self.vector.to(x.device, x.dtype)
 
 
-def _pairs(ds: Dataset) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+def paired_rows(ds: Dataset) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+    """Row indices of the risky and the benign text of every complete pair, and labels and pair ids of the rows
+    (risky, benign, risky, ...); fewer than 10 complete pairs is an error."""
     risky: dict[str, int] = {}
     benign: dict[str, int] = {}
     for i, r in enumerate(ds.rows):
@@ -215,7 +217,7 @@ def risk_features(lm: LoadedModel, sae: SparseAutoencoder, point: HookPoint, ds:
     """
     say = progress or (lambda s: None)
     point = point.normalised(lm)
-    r_idx, b_idx, y, groups = _pairs(ds)
+    r_idx, b_idx, y, groups = paired_rows(ds)
     rows = [i for pair in zip(r_idx, b_idx) for i in pair]
     texts = [ds.rows[i].text for i in rows]
     say(f"encoding {len(texts)} texts")
@@ -256,11 +258,8 @@ def risk_features(lm: LoadedModel, sae: SparseAutoencoder, point: HookPoint, ds:
         raise RiskscopeError("no latent is more active on risky texts than on their twins; nothing to clamp")
     top = int(up[0])
     randoms = _matched_features(density, top, np.flatnonzero(sig), cfg.n_random_features, cfg.seed)
-    strength = {}
-    on_risky = Z[y == 1]
-    for f in [top] + randoms:
-        v = on_risky[:, f][on_risky[:, f] > 0]
-        strength[f] = float(v.mean()) if len(v) else float(Z[:, f].max())
+    # each latent's mean activation on the tokens where it fires (its typical size when present)
+    strength = {f: float(pooled.sum_F[f] / pooled.fires_F[f]) if pooled.fires_F[f] else 1.0 for f in [top] + randoms}
     n_eff = min(cfg.effect_texts, len(r_idx))
     # token ids as the SAE read them (BOS first when the tokenizer adds none, cut to the context)
     wins = text_windows(lm, [ds.rows[i].text for i in b_idx[:n_eff] + r_idx[:n_eff]], prepend_bos)
@@ -337,11 +336,14 @@ def risk_reading(s: dict) -> list[str]:
         v = cl[kind]["risk_dlogodds"]
         ci = v.get("top_minus_random_ci", [None, None])
         beats = ci[0] is not None and (ci[0] > 0 or ci[1] < 0)
+        kl = cl[kind]["kl"]
         out.append(f"Clamping latent {cl['top_feature']}: {what} moves log P(risk words)/P(neutral words) by "
                    f"{v['top']:+.3f} nats vs {np.mean(v['random']) if v['random'] else float('nan'):+.3f} for "
-                   f"{len(v['random'])} latents of matched density (difference CI {_ci(ci)}): "
-                   + ("a specific effect." if beats else "not distinguishable from the random latents."))
+                   f"{len(v['random'])} latents of matched density (difference CI {_ci(ci)}; KL {kl['top']:.2g} vs "
+                   f"{np.mean(kl['random']) if kl['random'] else float('nan'):.2g}): "
+                   + ("a specific effect on risk words." if beats else
+                      "not distinguishable from the random latents."))
     return out
 
 
-__all__ = ["FeatureAblation", "RiskConfig", "RiskFeatures", "risk_features", "risk_reading"]
+__all__ = ["FeatureAblation", "RiskConfig", "RiskFeatures", "paired_rows", "risk_features", "risk_reading"]

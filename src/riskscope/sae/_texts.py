@@ -83,6 +83,8 @@ class PooledLatents:
     """(N, F) latents pooled."""
     fires_F: np.ndarray
     """(F,) tokens on which each latent fired."""
+    sum_F: np.ndarray
+    """(F,) sum of each latent's activations over all tokens (``sum_F / fires_F``: its mean when it fires)."""
     n_tokens: int
     """Tokens read in all."""
 
@@ -97,16 +99,18 @@ def pooled_latents(lm: LoadedModel, sae: SparseAutoencoder, point: HookPoint, te
     x_ND = np.zeros((N, sae.d_in), np.float32)
     z_NF = np.zeros((N, sae.d_sae), np.float32)
     fires = torch.zeros(sae.d_sae, dtype=torch.int64)
+    total = torch.zeros(sae.d_sae, dtype=torch.float64)
     n_tok = 0
     for t in iter_text_latents(lm, sae, point, windows, batch_size):
         fires += (t.z_TF > 0).sum(0)
+        total += t.z_TF.sum(0, dtype=torch.float64)
         n_tok += len(t.ids)
         if pool == "last":
             x_ND[t.index], z_NF[t.index] = t.x_TD[-1].numpy(), t.z_TF[-1].numpy()
         else:
             x_ND[t.index] = t.x_TD.mean(0).numpy()
             z_NF[t.index] = (t.z_TF.mean(0) if pool == "mean" else t.z_TF.amax(0)).numpy()
-    return PooledLatents(pool, x_ND, z_NF, fires.numpy(), n_tok)
+    return PooledLatents(pool, x_ND, z_NF, fires.numpy(), total.numpy(), n_tok)
 
 
 __all__ = ["POOLS", "PooledLatents", "TextLatents", "iter_text_latents", "pooled_latents", "text_windows"]

@@ -60,7 +60,7 @@ def sae_risk_section(risk: dict, anchor: str = "sae-risk") -> Section:
     clamp_note = (f"Latent {cl.get('top_feature')} is the risky-side latent with the smallest q; controls are "
                   f"{len(cl.get('random_features', []))} latents of about its training density that do not differ "
                   f"(q above the FDR). The added vector has the norm of the top latent's decoder row times its mean "
-                  f"activation on risky texts ({fmt_g(cl.get('added_norm'))}) for every latent; measured on "
+                  f"activation where it fires ({fmt_g(cl.get('added_norm'))}) for every latent; measured on "
                   f"{cl.get('texts')} texts of each label.")
     intro = (f"{risk.get('pairs')} risky/benign pairs of {risk.get('dataset')}, latents pooled ({risk.get('pool')}) "
              f"over each text's tokens at {risk.get('point')}. Paired test: {risk['paired'].get('test')}.")
