@@ -201,3 +201,19 @@ def _settled(page) -> str:
     """The latent count once the (debounced) search has run."""
     page.wait_for_timeout(400)  # the viewer waits 150 ms after the last keystroke
     return page.locator("#fb-count").text_content()
+
+
+def test_run_report_with_sae_risk_section(browser, pages, sae_page, tmp_path):
+    """``riskscope sae risk SAE --out RUN/sae_risk.json`` adds the risk section to the run's report."""
+    run = tmp_path / "run"
+    shutil.copytree(pages["report"].parent, run, ignore=shutil.ignore_patterns("store"))
+    shutil.copy(sae_page.parent / "risk.json", run / "sae_risk.json")
+    report = write_report(run)
+    page, errors = _open(browser, report, 1000)
+    try:
+        assert page.locator("#sae-risk").count() == 1 and page.locator("nav a[href='#sae-risk']").count() == 1
+        bad = page.evaluate(LAYOUT)
+        assert not bad, "\n".join(bad[:20])
+        assert not errors, errors
+    finally:
+        page.close()

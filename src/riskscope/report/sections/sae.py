@@ -70,6 +70,11 @@ def sae_risk_section(risk: dict, anchor: str = "sae-risk") -> Section:
                    cos_rows=cos_rows, probe_rows=probe_rows, clamp_rows=clamp_rows, clamp_note=clamp_note)
 
 
+def build(run, path: Path) -> Section:
+    """The run report's section from ``RUN/sae_risk.json`` (``riskscope sae risk SAE --out RUN/sae_risk.json``)."""
+    return sae_risk_section(read_json(path))
+
+
 def _metrics_section(m: dict) -> Section:
     r = m.get("random_init") if isinstance(m.get("random_init"), dict) else {}
 
@@ -147,4 +152,4 @@ def write_sae_page(sae_dir: str | os.PathLike, browser: dict | None = None,
     return write_html(out, sae_page_html(sae_dir, browser))
 
 
-__all__ = ["sae_page_html", "sae_risk_section", "write_sae_page"]
+__all__ = ["build", "sae_page_html", "sae_risk_section", "write_sae_page"]
