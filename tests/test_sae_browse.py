@@ -27,7 +27,7 @@ def tiny_browser():
 
 
 def test_browser_data_invariants(tiny_browser):
-    lm, sae, windows, data = tiny_browser
+    _, _, windows, data = tiny_browser
     assert len(data["features"]) == 96 and data["tokens_read"] == sum(len(w.ids) - w.skip for w in windows)
     assert sum(f["fires"] for f in data["features"]) == 6 * data["tokens_read"]  # TopK: exactly k per token
     for f in data["features"]:
@@ -43,7 +43,7 @@ def test_browser_data_invariants(tiny_browser):
 
 def test_logit_effects_match_the_dense_product(tiny_browser):
     lm, sae, _, _ = tiny_browser
-    up_i, up_v, dn_i, dn_v = logit_effects(lm, sae, top=3, chunk=7)
+    _, up_v, _, dn_v = logit_effects(lm, sae, top=3, chunk=7)
     gain = lm.layout.final_norm(torch.ones(1, lm.d_model))[0]
     full = (sae.W_dec * gain) @ lm.layout.unembed.weight.T
     np.testing.assert_allclose(up_v, full.topk(3, -1).values.numpy(), rtol=1e-4, atol=1e-5)

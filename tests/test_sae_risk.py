@@ -100,7 +100,7 @@ def tiny_risk():
 
 
 def test_risk_features_end_to_end_is_complete_and_json_ready(tiny_risk):
-    _, sae, res = tiny_risk
+    _, _, res = tiny_risk
     s = json.loads(json.dumps(res.to_dict()))
     assert s["pairs"] == 24 and s["d_sae"] == 128
     assert set(s["sparse_probe"]["probes"]) == {"dense", "sae_top1", "sae_top4", "sae_random1", "sae_random4"}
