@@ -341,8 +341,10 @@ def risk_reading(s: dict) -> list[str]:
                    f"{v['top']:+.3f} nats vs {np.mean(v['random']) if v['random'] else float('nan'):+.3f} for "
                    f"{len(v['random'])} latents of matched density (difference CI {_ci(ci)}; KL {kl['top']:.2g} vs "
                    f"{np.mean(kl['random']) if kl['random'] else float('nan'):.2g}): "
-                   + ("a specific effect on risk words." if beats else
-                      "not distinguishable from the random latents."))
+                   + (("a specific effect, raising risk words." if ci[0] > 0 else
+                       "a specific effect, lowering risk words" + (" (the opposite of what a risk feature's direction "
+                                                                   "should do)." if kind == "add" else "."))
+                      if beats else "not distinguishable from the random latents."))
     return out
 
 
