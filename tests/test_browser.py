@@ -123,3 +123,97 @@ def test_screenshot_is_not_blank(browser, pages, tmp_path):
     finally:
         page.close()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000  # a blank page compresses to a few kB
+
+
+# --- the SAE page (riskscope sae train / risk / browse) ------------------------------------------------
+
+SAE_SECTIONS = ("sae-metrics", "sae-risk", "sae-features")
+
+
+@pytest.fixture(scope="module")
+def sae_page(browser, tmp_path_factory) -> Path:
+    """A tiny SAE trained through train_sae (metrics.json with the random-init baseline), its risk features and
+    its browser, written as the CLI writes them."""
+    import torch
+
+    from conftest import make_tiny
+    from riskscope.data import load_dataset
+    from riskscope.hooks import HookPoint
+    from riskscope.report import write_sae_page
+    from riskscope.sae import RiskConfig, SAEConfig, SAERunConfig, browser_data, risk_features, text_windows, train_sae
+
+    root = tmp_path_factory.mktemp("sae")
+    torch.set_num_threads(1)
+    lm = make_tiny("llama")
+    words = "risk model layer token feature sparse code python data text value".split()
+    (root / "c.txt").write_text("\n\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(60))
+                                            for i in range(60)))
+    point = HookPoint("resid_post", 1)
+    run = train_sae(lm, SAEConfig(d_in=32, expansion=4, k=4, batch_size=256, tokens=2048, block_tokens=1024),
+                    SAERunConfig(point=point, corpus=str(root / "c.txt"), context=32, holdout=4), root / "sae")
+    ds = load_dataset("cyber_risk_pairs").limit(20)
+    risk = risk_features(lm, run.sae, point, ds, RiskConfig(n_boot=50, effect_texts=4, n_random_features=2,
+                                                            n_random_directions=50, ks=(1, 4), folds=3))
+    (root / "sae" / "risk.json").write_text(json.dumps({**risk.to_dict(), "latents": risk.latents()}))
+    data = browser_data(lm, run.sae, point, text_windows(lm, ds.texts), risk=risk.latents())
+    return write_sae_page(root / "sae", data)
+
+
+@pytest.mark.parametrize("width", (1000, 1400))
+def test_sae_page_renders_and_fits(browser, sae_page, width):
+    page, errors = _open(browser, sae_page, width)
+    try:
+        missing = [a for a in SAE_SECTIONS if page.locator(f"#{a}").count() != 1]
+        assert not missing, f"sections missing: {missing}"
+        assert page.locator(".fb-item").count() == 50  # one page of 128 latents, drawn lazily
+        assert page.locator(".fb-detail").count() == 1
+        for head in page.locator(".fb-item > .fb-head").all()[1:4]:  # open three more latents
+            head.click()
+        assert page.locator(".fb-detail").count() == 4
+        assert page.locator(".fb-detail svg").count() == 4 and page.locator(".fb-ctx span").count() > 0
+        bad = page.evaluate(LAYOUT)
+        assert not bad, "\n".join(bad[:20])
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def test_sae_page_search_sort_and_pages(browser, sae_page):
+    page, errors = _open(browser, sae_page, 1400)
+    try:
+        assert page.locator("#fb-count").text_content().startswith("128 of 128")
+        page.select_option("#fb-sort", "density-desc")
+        fires = [int(t.split(" ")[2]) for t in page.locator(".fb-head span:nth-child(3)").all_text_contents()]
+        assert fires == sorted(fires, reverse=True)
+        page.click("#fb-next")
+        assert page.locator("#fb-page").text_content() == "page 2 of 3"
+        page.fill("#fb-search", "zzz-no-such-token")
+        assert _settled(page).startswith("0 of 128")
+        page.fill("#fb-search", "<5")  # tiny tokenizer's tokens read "<id>"
+        n = int(_settled(page).split(" ")[0])
+        assert 0 < n < 128 and page.locator(".fb-item").count() == min(n, 50)
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def _settled(page) -> str:
+    """The latent count once the (debounced) search has run."""
+    page.wait_for_timeout(400)  # the viewer waits 150 ms after the last keystroke
+    return page.locator("#fb-count").text_content()
+
+
+def test_run_report_with_sae_risk_section(browser, pages, sae_page, tmp_path):
+    """``riskscope sae risk SAE --out RUN/sae_risk.json`` adds the risk section to the run's report."""
+    run = tmp_path / "run"
+    shutil.copytree(pages["report"].parent, run, ignore=shutil.ignore_patterns("store"))
+    shutil.copy(sae_page.parent / "risk.json", run / "sae_risk.json")
+    report = write_report(run)
+    page, errors = _open(browser, report, 1000)
+    try:
+        assert page.locator("#sae-risk").count() == 1 and page.locator("nav a[href='#sae-risk']").count() == 1
+        bad = page.evaluate(LAYOUT)
+        assert not bad, "\n".join(bad[:20])
+        assert not errors, errors
+    finally:
+        page.close()

@@ -106,6 +106,133 @@ def register(app: typer.Typer) -> None:
                     f"zero / {_fmt(summary['ce_loss_recovered_vs_mean'])} vs mean ablation; random-init model "
                     f"FVU {_fmt(summary['random_init_fvu'])}; {summary['seconds']:.0f} s")
 
+    @sae_app.command("risk")
+    def risk(
+        sae_dir: Path = typer.Argument(..., help="SAE folder (SAELens or sparsify) of this model"),
+        model: str = c.ModelOpt,
+        dataset: str = typer.Option("cyber_risk_pairs", "--dataset", help="paired dataset (built-in name or file)"),
+        probe: Optional[Path] = typer.Option(None, "--probe", help="the run's probe (a bundle folder or a run folder "
+                                             "with probe/); default: a probe fitted on the dataset"),
+        pool: str = typer.Option("mean", help="pool a text's latents over its tokens: mean | max | last"),
+        fdr: float = typer.Option(0.05, help="false-discovery rate (Benjamini-Hochberg)"),
+        ks: str = typer.Option("1,8,32", "--ks", help="latents in the sparse probes, comma-separated"),
+        folds: int = typer.Option(5, help="grouped cross-validation folds"),
+        n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for CIs"),
+        effect_texts: int = typer.Option(64, "--effect-texts", help="texts of each label the clamping is measured on"),
+        random_features: int = typer.Option(5, "--random-features", help="matched-density latents clamped as control"),
+        seed: int = typer.Option(0, help="seed of folds, bootstraps and random choices"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N pairs"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON written (default: SAE_DIR/risk.json)"),
+        dtype: str = c.DTypeOpt,
+        device: str = c.DeviceOpt,
+        trust_remote_code: bool = c.TrustOpt,
+        module_paths: Optional[str] = c.PathsOpt,
+        json_out: bool = c.JsonOpt,
+    ) -> None:
+        """Risk features: latents that tell risky texts from their twins, probe alignment, sparse probes, clamping."""
+        from .._io import atomic_json
+        from ..data import load_dataset
+        from ..probes import Probe
+        from ..sae import RiskConfig, check_sae_width, load_sae, paired_rows, read_density, risk_features, sae_point
+
+        sae, cfg_json = load_sae(sae_dir)
+        point = sae_point(cfg_json, sae_dir / "cfg.json")
+        try:
+            k_list = tuple(int(x) for x in ks.split(",") if x.strip())
+        except ValueError:
+            raise RiskscopeError(f"--ks must be comma-separated integers, got {ks!r}") from None
+        rcfg = RiskConfig(pool=pool, fdr=fdr, ks=k_list, folds=folds, n_boot=n_boot, effect_texts=effect_texts,
+                          n_random_features=random_features, seed=seed)
+        ds = load_dataset(dataset).limit(limit)
+        paired_rows(ds)  # enough complete pairs, before the model loads
+        the_probe = None
+        if probe is not None:
+            where = probe / "probe" if (probe / "probe" / "bundle.json").is_file() else probe
+            the_probe = Probe.load(where)
+        target = out if out is not None else sae_dir / "risk.json"
+        lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
+        check_sae_width(sae, point.width(lm), f"{model}'s {point}")
+        density = read_density(sae_dir)
+        meta = cfg_json.get("metadata") or {}
+        with c.progress() as prog:
+            task = prog.add_task("risk features", total=None)
+            res = risk_features(lm, sae, point, ds, rcfg, probe=the_probe,
+                                density_F=None if density is None else density.numpy(),
+                                prepend_bos=bool(meta.get("prepend_bos", True)),
+                                progress=lambda s: prog.update(task, description=s))
+        atomic_json(target, {"format": "riskscope-sae-risk/1", "sae": str(sae_dir), "model": lm.model_id,
+                             **res.to_dict(), "latents": res.latents()})
+        if json_out:
+            c.out.print_json(json.dumps({"out": str(target), "reading": res.summary["reading"]}))
+            return
+        c.out.print(f"risk features of [bold]{sae_dir}[/bold] -> {target}")
+        for line in res.summary["reading"]:
+            c.out.print(f"  {line}", markup=False)
+
+    @sae_app.command("browse")
+    def browse(
+        sae_dir: Path = typer.Argument(..., help="SAE folder (SAELens or sparsify) of this model"),
+        model: str = c.ModelOpt,
+        corpus: str = typer.Option("pydocs", "--corpus", help="text whose tokens are read (as for train)"),
+        dataset: Optional[str] = typer.Option("cyber_risk_pairs", "--dataset",
+                                              help="also read this dataset's texts ('' for none)"),
+        tokens: int = typer.Option(65_536, help="corpus tokens read"),
+        context: int = typer.Option(64, help="tokens per corpus window"),
+        contexts: int = typer.Option(5, help="top contexts kept per latent"),
+        radius: int = typer.Option(10, help="tokens shown either side of a context's peak"),
+        batch_size: int = typer.Option(16, help="windows per forward"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML written (default: SAE_DIR/browser.html)"),
+        dtype: str = c.DTypeOpt,
+        device: str = c.DeviceOpt,
+        trust_remote_code: bool = c.TrustOpt,
+        module_paths: Optional[str] = c.PathsOpt,
+        json_out: bool = c.JsonOpt,
+    ) -> None:
+        """Write an offline HTML page: metrics, risk features (if risk.json) and a browser of every latent."""
+        from ..data import load_dataset
+        from ..report import write_sae_page
+        from ..sae import browser_data, check_sae_width, corpus_windows, load_corpus, load_sae, read_density, sae_point, text_windows
+
+        sae, cfg_json = load_sae(sae_dir)
+        point = sae_point(cfg_json, sae_dir / "cfg.json")
+        if tokens < 0 or context < 8 or contexts < 1 or radius < 0 or batch_size < 1:
+            raise RiskscopeError("--tokens must be >= 0, --context >= 8, --contexts and --batch-size >= 1, --radius >= 0")
+        corp = load_corpus(corpus) if tokens else None
+        if corp is not None:
+            corp.check()
+        ds = load_dataset(dataset) if dataset else None
+        risk = None
+        if (sae_dir / "risk.json").is_file():
+            risk = json.loads((sae_dir / "risk.json").read_text(encoding="utf-8")).get("latents")
+            if risk is not None and any(len(v) != sae.d_sae for v in risk.values()):
+                raise RiskscopeError(f"{sae_dir / 'risk.json'}: field latents does not have {sae.d_sae} entries")
+        lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
+        check_sae_width(sae, point.width(lm), f"{model}'s {point}")
+        prepend = bool((cfg_json.get("metadata") or {}).get("prepend_bos", True))
+        windows = text_windows(lm, ds.texts, prepend) if ds is not None else []
+        if corp is not None:
+            n = 0
+            for w in corpus_windows(lm, corp, context, prepend):
+                windows.append(w)
+                n += len(w.ids) - w.skip
+                if n >= tokens:
+                    break
+        if not windows:
+            raise RiskscopeError("nothing to read: give --tokens > 0 or a --dataset")
+        density = read_density(sae_dir)
+        with c.progress() as prog:
+            prog.add_task(f"reading {len(windows)} windows", total=None)
+            data = browser_data(lm, sae, point, windows, contexts=contexts, radius=radius, batch_size=batch_size,
+                                density_F=None if density is None else density.numpy(), risk=risk,
+                                meta={"corpus": corpus if corp is not None else dataset, "dataset": dataset,
+                                      "model": lm.model_id})
+        path = write_sae_page(sae_dir, data, out)
+        if json_out:
+            c.out.print_json(json.dumps({"out": str(path), "latents": sae.d_sae, "tokens": data["tokens_read"]}))
+            return
+        c.out.print(f"feature browser of [bold]{sae_dir}[/bold] ({sae.d_sae} latents, {data['tokens_read']} tokens) "
+                    f"-> {path}")
+
     app.add_typer(sae_app, name="sae")
 
 

@@ -21,6 +21,8 @@ from ._write import render, write_report
 from .sections.compare import render_compare, write_compare_report
 from .sections.evaluate import evaluation_html
 from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
+from .sections.sae import sae_page_html, sae_risk_section, write_sae_page
 
 __all__ = ["Run", "evaluation_html", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_compare",
-           "render_melbo", "write_compare_report", "write_melbo_report", "write_report"]
+           "render_melbo", "sae_page_html", "sae_risk_section", "write_compare_report", "write_melbo_report",
+           "write_report", "write_sae_page"]

@@ -219,6 +219,38 @@ def load_sae(path: str | Path) -> tuple[SparseAutoencoder, dict]:
     return sae, cfg
 
 
+def sae_point(cfg: dict, where: str | Path = "cfg.json") -> HookPoint:
+    """The riskscope hook point an SAE folder reads: ``metadata.riskscope.point``, else its TransformerLens
+    ``hook_name`` (``blocks.15.hook_resid_post`` -> ``resid_post.15``)."""
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    ours = meta.get("riskscope") if isinstance(meta.get("riskscope"), dict) else {}
+    if isinstance(ours.get("point"), str):
+        try:
+            return HookPoint.parse(ours["point"])
+        except (ValueError, RiskscopeError):
+            raise RiskscopeError(f"{where}: metadata.riskscope.point {ours['point']!r} is not a hook point") from None
+    name = meta.get("hook_name", cfg.get("hook_name"))
+    for hook, pattern in _TL_HOOKS.items():
+        head, tail = pattern.split("{}")
+        if isinstance(name, str) and name.startswith(head) and name.endswith(tail):
+            mid = name[len(head):len(name) - len(tail)]
+            if mid.isdigit():
+                return HookPoint(hook, int(mid))
+    raise RiskscopeError(f"{where}: hook_name {name!r} is not a hook point riskscope reads "
+                         f"({', '.join(p.format('L') for p in _TL_HOOKS.values())})")
+
+
+def read_density(path: str | Path) -> torch.Tensor | None:
+    """Each latent's training firing rate from ``sparsity.safetensors`` (log10 density), or None without one."""
+    f = Path(path) / SAELENS_SPARSITY
+    if not f.is_file():
+        return None
+    t = _read_tensors(f)
+    if "sparsity" not in t:
+        raise RiskscopeError(f"{f}: no tensor 'sparsity'")
+    return torch.pow(10.0, t["sparsity"].double()).clamp_max(1.0)
+
+
 def check_sae_width(sae: SparseAutoencoder, width: int, where: str) -> None:
     """Refuse an SAE whose d_in differs from the activations it is meant to read."""
     if sae.d_in != width:
@@ -226,4 +258,4 @@ def check_sae_width(sae: SparseAutoencoder, width: int, where: str) -> None:
 
 
 __all__ = ["CFG", "SAELENS_SPARSITY", "SAELENS_WEIGHTS", "SPARSIFY_WEIGHTS", "check_sae_width", "load_sae",
-           "save_saelens", "save_sparsify", "tl_hook_name"]
+           "read_density", "sae_point", "save_saelens", "save_sparsify", "tl_hook_name"]

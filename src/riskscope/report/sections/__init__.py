@@ -9,6 +9,7 @@
 :mod:`.traces`      ``traces.json``: per-token probe scores and gradient x input
 :mod:`.steering`    ``caution.json``: the heightened-caution demo against a random vector
 :mod:`.melbo`       a MELBO run folder's page (:func:`riskscope.report.write_melbo_report`)
+:mod:`.sae`         ``sae_risk.json``: risk features of an SAE; also an SAE folder's own page (``sae browse``)
 ==================  ==========================================================================
 
 A live-model section appears when its file exists; a file that exists but is broken is an
@@ -20,9 +21,10 @@ from __future__ import annotations
 from .._render import Section
 from .._run import Run
 from ...errors import RiskscopeError
-from . import ask, neurons, steering, traces
+from . import ask, neurons, sae, steering, traces
 
-LIVE = ((ask, "ask.json"), (neurons, "neurons.json"), (traces, "traces.json"), (steering, "caution.json"))
+LIVE = ((ask, "ask.json"), (neurons, "neurons.json"), (traces, "traces.json"), (steering, "caution.json"),
+        (sae, "sae_risk.json"))
 """The live-model sections in reading order, with the file each reads."""
 
 
