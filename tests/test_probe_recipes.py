@@ -191,3 +191,26 @@ def test_run_saves_the_recipe_chosen_by_nested_cv(monkeypatch, tmp_path):
     assert all(0 <= p["score"] <= 1 for p in preds)
     html = (run / "report.html").read_text()
     assert rec["chosen"]["name"] in html
+
+
+def test_run_with_two_models_writes_one_run_each_and_a_comparison(monkeypatch, tmp_path):
+    lms = {"tiny-a": make_tiny("llama", seed=0), "tiny-b": make_tiny("qwen2", seed=1)}
+    monkeypatch.setattr(cli_common, "load_lm", lambda spec, *a, **k: lms[spec])
+    out = tmp_path / "cmp"
+    args = ["run", "--dataset", _dataset_file(tmp_path, 10), "--out", str(out), "--model", "tiny-a", "--model",
+            "tiny-b", "--folds", "2", "--n-bootstrap", "20", "--skip", "all", "--layers", "1,2", "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert [m["model"] for m in summary["models"]] == ["tiny-a", "tiny-b"]
+    for name in ("tiny-a", "tiny-b"):
+        m = json.loads((out / name / "metrics.json").read_text())
+        row = next(x for x in summary["models"] if x["model"] == name)
+        assert row["recipe"] == m["recipe"]["chosen"]["name"]
+        assert row["delta_auc"] == pytest.approx(m["recipe"]["nested"]["delta_auc"])
+        assert (out / name / "report.html").is_file()
+    html = (out / "comparison.html").read_text()
+    assert "tiny-a/report.html" in html and "tiny-b" in html
+    (out / "stray.txt").write_text("x")
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code != 0 and "stray.txt" in str(r.exception or r.output)

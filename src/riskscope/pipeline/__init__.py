@@ -25,6 +25,7 @@ _EXPORTS = {
     "RUN_FILES": "_folder", "analysis_switches": "_folder", "analyze_run": "_folder", "check_run_folder": "_folder",
     "open_run_store": "_folder", "run_folds": "_folder", "run_model_settings": "_folder",
     "AnalysisConfig": "_analyses", "AnalysisOutputs": "_analyses", "run_analyses": "_analyses",
+    "ModelsResult": "_models", "model_configs": "_models", "model_folder": "_models", "run_models": "_models",
     "RUN_FORMAT": "_run", "RunResult": "_run", "cache_config": "_run", "hook_points": "_run", "run": "_run",
 }
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._parse import (ANALYSES, READOUTS, parse_hooks, parse_layers, parse_module_paths, parse_positions,
                          parse_readouts, parse_skip)
     from ._probe import ProbeOutputs, fit_probes, probe_run, write_probe_outputs
+    from ._models import ModelsResult, model_configs, model_folder, run_models
     from ._run import RUN_FORMAT, RunResult, cache_config, hook_points, run
     from ._targets import targets
 

@@ -18,6 +18,7 @@ PosixPath('runs/default/report.html')
 
 from ._run import Run, load_run
 from ._write import render, write_report
+from .sections.comparison import comparison_rows, render_comparison, write_comparison
 from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
 
-__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_melbo", "write_melbo_report", "write_report"]
+__all__ = ["Run", "comparison_rows", "render_comparison", "write_comparison", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_melbo", "write_melbo_report", "write_report"]
