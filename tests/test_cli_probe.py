@@ -163,7 +163,8 @@ SHARED = ("--model", "--dtype", "--device", "--trust-remote-code", "--module-pat
 
 
 # an option of the same name that means something else there, said in its own help
-DIFFERENT = {("riskscope serve", "--truncate"): "cuts texts to the service's --max-tokens, not the model context"}
+DIFFERENT = {("riskscope serve", "--truncate"): "cuts texts to the service's --max-tokens, not the model context",
+             ("riskscope run", "--model"): "repeatable: one run per model and a comparison page"}
 
 
 def test_shared_options_have_one_help_text():

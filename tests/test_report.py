@@ -395,10 +395,11 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> $x$'
 
 def test_summaries_from_predictions_equal_metrics_json(real_run):
     """One definition of each metric: probes.summarize_binary on predictions.jsonl with metrics.json's bootstrap
-    settings gives metrics.json's AUC, interval and pair accuracy of the chosen probe."""
+    settings gives metrics.json's AUC, interval and pair accuracy of the saved probe (the recipe chosen by
+    nested CV, whose out-of-fold probabilities predictions.jsonl holds)."""
     metrics = json.loads((real_run / "metrics.json").read_text())
-    chosen = next(r for r in metrics["results"]
-                  if (r["hook"], r["layer"]) == (metrics["chosen"]["hook"], metrics["chosen"]["layer"]))
+    assert metrics["saved"]["kind"] == "recipe"
+    chosen = metrics["recipe"]["chosen"]
     preds = [json.loads(x) for x in (real_run / "predictions.jsonl").read_text().splitlines()]
     cfg = metrics["config"]
     s = summarize_binary(np.array([p["label"] for p in preds]), np.array([p["score"] for p in preds]),
@@ -409,7 +410,7 @@ def test_summaries_from_predictions_equal_metrics_json(real_run):
     assert s.pair_accuracy == pytest.approx(chosen["pair_accuracy"], abs=1e-9)
     html = (real_run / "report.html").read_text()
     assert sorted(re.findall(r'<section id="([a-z]+)"', html)) == sorted(
-        ["dataset", "layers", "roc", "categories", "severity", "confusion", "errors", "ask", "neurons", "traces",
+        ["dataset", "recipes", "layers", "roc", "categories", "severity", "confusion", "errors", "ask", "neurons", "traces",
          "steering", "metrics", "config"])
     assert html.count("<svg") == 2 + 1 + 1 + 1  # two hooks, ROC, severity, neuron heatmap
 

@@ -11,7 +11,7 @@ import typer
 
 from . import _common as c
 from ..errors import RiskscopeError
-from ..pipeline import RunConfig
+from ..pipeline import ProbeRunConfig, RunConfig
 
 # Per target: the metric that ranks layers, and the table's columns (label, metrics.json field).
 # The field names are those of the probes' results (riskscope.probes: LayerResult, CategoryLayerResult,
@@ -75,9 +75,10 @@ def probe(
     with c.err.status("fitting probes ..."):
         metrics = probe_run(path, out_dir, cfg)
     if json_out:
-        c.print_json({k: metrics[k] for k in ("best", "chosen", "lexical", "seconds") if k in metrics})
+        c.print_json({k: metrics[k] for k in ("best", "chosen", "saved", "lexical", "seconds") if k in metrics})
     else:
         summary_table(metrics)
+        recipe_line(metrics)
 
 
 def score(
@@ -161,13 +162,22 @@ def report(
 
 def run(
     out_dir: Path = typer.Option(Path(c.default(RunConfig, "out")), "--out", "-o",
-                                 help="run folder (resumed if it holds an unfinished run of the same inputs)"),
-    model: str = c.ModelOpt,
+                                 help="run folder (resumed if it holds an unfinished run of the same inputs); with "
+                                      "several --model, the folder of one run per model and comparison.html"),
+    models: list[str] = typer.Option([c.default(RunConfig, "model")], "--model", "-m",
+                                     help=c.MODEL_HELP + "; repeat for one run per model and a comparison page"),
     dataset: str = c.DatasetOpt,
     limit: Optional[int] = c.LimitOpt,
     layers: str = c.LayersOpt,
     hooks: str = c.HooksOpt,
     positions: str = typer.Option(c.default(RunConfig, "positions"), help="last | mean | token indices like 0,-1"),
+    readouts: str = typer.Option("", "--readouts", help="readouts cached from the same forward and competing for "
+                                 "the recipe: last,mean,max,span (default: all four with --positions last)"),
+    readout_hooks: str = typer.Option(c.default(RunConfig, "readout_hooks"), "--readout-hooks",
+                                      help="hooks whose points get the readouts beyond last"),
+    top_k: int = typer.Option(c.default(ProbeRunConfig, "top_k"), "--top-k",
+                              help="layers averaged in a layer-set recipe (< 2: no layer sets)"),
+    no_stack: bool = typer.Option(False, "--no-stack", help="no recipe stacking the lexical model"),
     store_dtype: str = c.StoreDTypeOpt,
     batch_size: int = c.BatchOpt,
     chunk_rows: int = c.ChunkRowsOpt,
@@ -185,19 +195,40 @@ def run(
     module_paths: Optional[str] = c.PathsOpt,
     json_out: bool = c.JsonOpt,
 ) -> None:
-    """The main job: cache activations, train and evaluate probes with controls, run the live-model analyses
-    (neurons with random controls, ask-the-model baseline, per-token traces, risk vector + steering demo),
-    write the report. Same as the Python API's riskscope.run(RunConfig(...))."""
-    from ..pipeline import ProbeRunConfig, parse_skip
+    """The main job: cache activations (several readouts from one forward), choose the probe recipe by nested
+    cross-validation against the lexical baseline, run the live-model analyses (neurons with random controls,
+    ask-the-model baseline, per-token traces, risk vector + steering demo), write the report. Same as the
+    Python API's riskscope.run(RunConfig(...))."""
+    from ..pipeline import model_folder, parse_skip
 
-    cfg = RunConfig(out=out_dir, model=model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+    model = models[0] if models else "default"
+    many = len(models) > 1
+    cfg = RunConfig(out=out_dir / model_folder(model) if many else out_dir, model=model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                     module_paths=module_paths, dataset=dataset, limit=limit, layers=layers, hooks=hooks,
-                    positions=positions, store_dtype=store_dtype, batch_size=batch_size, chunk_rows=chunk_rows,
+                    positions=positions, readouts=readouts or None, readout_hooks=readout_hooks,
+                    store_dtype=store_dtype, batch_size=batch_size, chunk_rows=chunk_rows,
                     truncate=truncate, analyses=parse_skip(skip), report=not no_report,
                     probe=ProbeRunConfig(folds=folds, penalty=penalty, target=target, n_bootstrap=n_bootstrap,
-                                         seed=seed))
+                                         seed=seed, top_k=top_k, stack_lexical=not no_stack))
     from ..pipeline import run as run_job
 
+    if many:
+        from ..pipeline import model_configs, run_models
+
+        model_configs(cfg, models, out_dir)  # every cheap check before the first model loads
+        with c.Steps() as steps:
+            done = run_models(cfg, models, out_dir, load=lambda k: c.load_lm(k.model, dtype, device,
+                                                                               trust_remote_code, module_paths),
+                              status=steps.status, progress=steps.advance)
+        if json_out:
+            c.print_json({"runs": [str(r.run_dir) for r in done.runs], "comparison": str(done.comparison_html),
+                          "models": json.loads(done.comparison_json.read_text())["models"]})
+            return
+        for r in done.runs:
+            c.out.print(f"[bold]{r.config.model}[/bold]", highlight=False)
+            recipe_line(r.metrics)
+        c.out.print(f"comparison: [bold]{done.comparison_html}[/bold]")
+        return
     lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
     with c.Steps() as steps:
         res = run_job(cfg, lm, status=steps.status, progress=steps.advance)
@@ -209,15 +240,35 @@ def run(
              "padded_fraction": st.padded_fraction, "seconds": st.seconds}
     files = res.analyses.files if res.analyses is not None else {}
     if json_out:
+        rec = res.metrics.get("recipe") or {}
         c.print_json({"run": str(res.run_dir), "cache": cache, "best": res.metrics["best"],
-                      "lexical": res.metrics.get("lexical"), "analyses": files, "notes": list(res.notes),
+                      "lexical": res.metrics.get("lexical"), "saved": res.metrics.get("saved"),
+                      "recipe": {k: rec.get(k) for k in ("chosen", "best_activations", "nested",
+                                                         "nested_activations")} if rec else None,
+                      "analyses": files, "notes": list(res.notes),
                       "report": str(res.report) if res.report else None, "seconds": res.seconds})
         return
     summary_table(res.metrics)
+    recipe_line(res.metrics)
     if files:
         c.out.print("analyses: " + ", ".join(sorted({Path(f).name for f in files.values()})))
     c.out.print(f"run folder: [bold]{res.run_dir}[/bold]" +
                 (f"   report: [bold]{res.report}[/bold]" if res.report else ""))
+
+
+def recipe_line(metrics: dict) -> None:
+    """One line on the recipe chosen by nested CV and its ΔAUC against the lexical model."""
+    rec = metrics.get("recipe") or {}
+    chosen, nested = rec.get("chosen") or {}, rec.get("nested")
+    if not chosen:
+        return
+    line = f"recipe: {chosen.get('name')} (CV AUC {chosen.get('auc', float('nan')):.3f})"
+    for label, n in (("nested", nested), ("activations only", rec.get("nested_activations"))):
+        if isinstance(n, dict) and (label == "nested" or chosen.get("uses_lexical")):
+            lo, hi = n.get("delta_ci") or (None, None)
+            line += (f"; {label}: AUC {n['auc']:.3f}, ΔAUC vs lexical {n['delta_auc']:+.3f} "
+                     f"[{lo if lo is None else f'{lo:+.3f}'}, {hi if hi is None else f'{hi:+.3f}'}]")
+    c.out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

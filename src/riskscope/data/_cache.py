@@ -29,14 +29,14 @@ from safetensors import safe_open
 
 from .._io import atomic_text, file_sha256, is_temp_name, save_safetensors
 from .._version import __version__
-from ..errors import StoreError
-from ..hooks import HookPoint, iter_captures, tokenize
+from ..errors import RiskscopeError, StoreError
+from ..hooks import HookPoint, check_readouts, iter_captures, tokenize
 from ..models import LoadedModel
 from ._datasets import Dataset
 from ._lengths import check_text_lengths
 from ._manifest import (CHUNK_FILE, FORMAT, array_layout, chunk_name, fingerprint_of, read_manifest,
-                        write_manifest)
-from ._store import check_chunk, check_hash, check_values, remember_hash
+                        readout_key, write_manifest)
+from ._store import array_keys, check_chunk, check_hash, check_values, remember_hash
 
 StoreDType = Literal["float32", "float16", "bfloat16"]
 _TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -59,6 +59,11 @@ class CacheConfig:
     """Texts per chunk file (the unit of resumption)."""
     truncate: bool = False
     """Cut texts longer than the model context instead of refusing them."""
+    readouts: tuple[str, ...] = ()
+    """Extra readouts stored beside ``positions`` (which must then be ``last``), from the same forward:
+    ``mean``, ``max``, ``span`` (see :mod:`riskscope.hooks`)."""
+    readout_hooks: tuple[str, ...] | None = None
+    """Hooks whose points get the extra readouts (None: every hook)."""
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -71,6 +76,22 @@ class CacheConfig:
             raise StoreError(f"store dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
         if self.batch_size < 1 or self.chunk_rows < 1:
             raise StoreError("batch_size and chunk_rows must be >= 1")
+        if self.readouts:
+            try:
+                extra = check_readouts(self.readouts, "store readouts")
+            except RiskscopeError as e:
+                raise StoreError(str(e)) from None
+            if "last" in extra or self.positions != "last":
+                raise StoreError(f"extra readouts {list(extra)} go beside positions 'last' (which is the 'last' "
+                                 f"readout); got positions {self.positions!r}")
+            object.__setattr__(self, "readouts", extra)
+        if self.readout_hooks is not None:
+            object.__setattr__(self, "readout_hooks", tuple(self.readout_hooks))
+
+    def extra_readouts(self, points) -> dict[str, list[str]]:
+        """``{readout: [point names]}`` of the extra readouts of ``points`` (empty without extra readouts)."""
+        pts = [str(p) for p in points if self.readout_hooks is None or p.hook in self.readout_hooks]
+        return {r: pts for r in self.readouts} if pts else {}
 
 
 @dataclass
@@ -97,6 +118,7 @@ class _Plan:
     lengths: np.ndarray
     order: np.ndarray
     chunk_rows: int
+    twins: list[int | None]
 
     @property
     def n_chunks(self) -> int:
@@ -119,6 +141,9 @@ def _inputs(lm: LoadedModel, data: Dataset, cfg: CacheConfig) -> tuple[tuple[Hoo
         "truncate": cfg.truncate,
         "model_dtype": str(lm.model.dtype),
     }
+    extra = cfg.extra_readouts(points)
+    if extra:  # absent otherwise: a store without extra readouts keeps its fingerprint
+        fp["readouts"] = extra
     return points, fp, fingerprint_of(fp)
 
 
@@ -149,7 +174,7 @@ def _plan(lm: LoadedModel, data: Dataset, cfg: CacheConfig) -> _Plan:
             raise StoreError(f"positions {outside} fall outside row {i + 1} (id {data.rows[i].id!r}), which has {n} "
                              f"tokens; token indices must lie in {-n}..{n - 1} for every text")
     order = np.argsort(-lengths, kind="stable")  # longest first: a memory problem shows up at once
-    return _Plan(points, fp, fp_hash, ids, lengths, order, cfg.chunk_rows)
+    return _Plan(points, fp, fp_hash, ids, lengths, order, cfg.chunk_rows, _twins(data))
 
 
 def _own_temps(root: Path) -> list[Path]:
@@ -225,7 +250,8 @@ def _new_manifest(lm: LoadedModel, data: Dataset, cfg: CacheConfig, plan: _Plan)
         "dtype": cfg.dtype,
         "n_rows": len(data),
         "n_chunks": plan.n_chunks,
-        "arrays": array_layout(points, widths, plan.inputs["positions"], cfg.dtype),
+        "arrays": array_layout(points, widths, plan.inputs["positions"], cfg.dtype, plan.inputs.get("readouts")),
+        **({"readouts": plan.inputs["readouts"]} if "readouts" in plan.inputs else {}),
         "chunks": [],
         "complete": False,
     }
@@ -250,7 +276,7 @@ def _prepare(root: Path, lm: LoadedModel, data: Dataset, cfg: CacheConfig, plan:
         if "chunks" not in manifest:  # written before per-chunk records: they are added as chunks are checked
             manifest["chunks"] = []
             manifest["arrays"] = array_layout(manifest["points"], manifest["widths"], manifest["positions"],
-                                              manifest["dtype"])
+                                              manifest["dtype"], manifest.get("readouts"))
             upgrade = True
     rows_path = root / "rows.jsonl"
     if not rows_path.is_file() or rows_path.read_bytes() != rows_bytes:
@@ -272,7 +298,7 @@ def _reuse(root: Path, manifest: dict, c: int, plan: _Plan) -> dict | None:
             check_hash(chunk)
             return chunk.record
         with safe_open(str(chunk.path), framework="pt") as f:
-            for key in manifest["points"]:
+            for key in array_keys(manifest):
                 check_values(key, f.get_tensor(key).float().numpy(), chunk.path)
     except StoreError:
         return None
@@ -310,25 +336,43 @@ def _release_free_memory() -> None:
 _MALLOC_TRIM = None
 
 
+def _twins(data: Dataset) -> list[int | None]:
+    """The row index of each row's twin: the other row of its pair (None when the pair is not two rows)."""
+    members: dict[str, list[int]] = {}
+    for i, r in enumerate(data.rows):
+        if r.pair_id is not None:
+            members.setdefault(r.pair_id, []).append(i)
+    out: list[int | None] = [None] * len(data.rows)
+    for rows in members.values():
+        if len(rows) == 2:
+            out[rows[0]], out[rows[1]] = rows[1], rows[0]
+    return out
+
+
 def _compute(lm: LoadedModel, plan: _Plan, sel: np.ndarray, cfg: CacheConfig, stats: CacheStats,
              progress: Callable[[int, int], None] | None) -> dict[str, torch.Tensor]:
     reduce = cfg.positions
-    parts: dict[HookPoint, list[torch.Tensor]] = {p: [] for p in plan.points}
+    extra = plan.inputs.get("readouts") or {}
+    names = ("last", *extra) if extra else None
+    keys = {str(p): (p, reduce if extra else None) for p in plan.points}
+    keys.update({readout_key(p, r): (HookPoint.parse(p), r) for r, pts in extra.items() for p in pts})
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     offsets = [0]
-    for rows_b, mask, got in iter_captures(lm, plan.ids, sel, plan.points, reduce, cfg.batch_size):
+    for rows_b, mask, got in iter_captures(lm, plan.ids, sel, plan.points, reduce, cfg.batch_size, readouts=names,
+                                           twins=plan.twins):
         stats.tokens += int(mask.sum())
         stats.extra["padded"] = stats.extra.get("padded", 0) + mask.numel()
-        for p in plan.points:
-            x = got[p]
+        for key, (p, r) in keys.items():
+            x = got[p] if r is None else got[p][r]
             if reduce == "all":
                 x = x[mask.bool()]  # (tokens, W), row-major so rows stay contiguous
-            parts[p].append(x.to("cpu", _TORCH[cfg.dtype]))
+            parts[key].append(x.to("cpu", _TORCH[cfg.dtype]))
         if reduce == "all":
             for n in mask.sum(1).tolist():
                 offsets.append(offsets[-1] + n)
         if progress:
             progress(len(rows_b), len(plan.ids))
-    tensors = {str(p): torch.cat(parts[p]).contiguous() for p in plan.points}
+    tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
     tensors["row_index"] = torch.as_tensor(sel, dtype=torch.int64)
     if reduce == "all":
         tensors["token_offsets"] = torch.as_tensor(offsets, dtype=torch.int64)

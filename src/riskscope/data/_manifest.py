@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .._io import atomic_text, iter_jsonl
 from ..errors import RiskscopeError, StoreError
-from ..hooks import HookPoint
+from ..hooks import READOUTS, HookPoint
 from ._datasets import Dataset, Row
 
 FORMAT = "riskscope-store/1"
@@ -46,8 +46,17 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def array_layout(points: list[str], widths: dict, positions, dtype: str) -> dict:
-    """The tensors of every chunk: name -> dtype and shape, ``n`` the chunk's rows, ``tokens`` its tokens."""
+def readout_key(point: str, readout: str) -> str:
+    """The tensor name of an extra readout of ``point``, e.g. ``resid_post.21@mean``."""
+    return f"{point}@{readout}"
+
+
+def array_layout(points: list[str], widths: dict, positions, dtype: str, readouts: dict | None = None) -> dict:
+    """The tensors of every chunk: name -> dtype and shape, ``n`` the chunk's rows, ``tokens`` its tokens.
+
+    With extra ``readouts`` (``{readout: [points]}``) every array also names its readout: the points'
+    own arrays hold ``positions``, ``<point>@<readout>`` the extra readouts (a store without extra
+    readouts has the layout it always had)."""
     st = SAFETENSORS_DTYPE[dtype]
     layout: dict = {"row_index": {"dtype": "I64", "shape": ["n"]}}
     for p in points:
@@ -55,6 +64,11 @@ def array_layout(points: list[str], widths: dict, positions, dtype: str) -> dict
         shape = ["tokens", w] if positions == "all" else ["n", w] if isinstance(positions, str) \
             else ["n", len(positions), w]
         layout[p] = {"dtype": st, "shape": shape}
+        if readouts:
+            layout[p]["readout"] = positions
+    for r, pts in (readouts or {}).items():
+        for p in pts:
+            layout[readout_key(p, r)] = {"dtype": st, "shape": ["n", widths[p]], "readout": r}
     if positions == "all":
         layout["token_offsets"] = {"dtype": "I64", "shape": ["n+1"]}
     return layout
@@ -105,6 +119,11 @@ def _schema_problem(m: dict) -> str | None:
         return "field 'positions' must be last, mean, all or a list of token indices"
     if m["dtype"] not in STORE_DTYPES:
         return f"field 'dtype' must be one of {', '.join(STORE_DTYPES)}"
+    extra = m.get("readouts")
+    if extra is not None:
+        if not (isinstance(extra, dict) and pos == "last" and all(r in READOUTS and r != "last" for r in extra)
+                and all(isinstance(v, list) and set(v) <= set(points) for v in extra.values())):
+            return f"field 'readouts' must map readouts ({', '.join(READOUTS[1:])}) to lists of the store's points"
     return _chunks_problem(m)
 
 
@@ -151,8 +170,11 @@ def _integrity_problem(m: dict) -> str | None:
     rows_per = inputs.get("chunk_rows")
     if _is_int(rows_per, 1):
         copies.append(("n_chunks", m["n_chunks"], -(-m["n_rows"] // rows_per)))
+    if "readouts" in m or "readouts" in inputs:
+        copies.append(("readouts", m.get("readouts"), inputs.get("readouts")))
     if "arrays" in m:
-        copies.append(("arrays", m["arrays"], array_layout(m["points"], m["widths"], m["positions"], m["dtype"])))
+        copies.append(("arrays", m["arrays"], array_layout(m["points"], m["widths"], m["positions"], m["dtype"],
+                                                           m.get("readouts"))))
     for name, value, want in copies:
         if value != want:
             return f"its field '{name}' disagrees with the inputs it was made from"
@@ -224,5 +246,5 @@ def read_rows(root: Path, manifest: dict) -> list[dict]:
     return rows
 
 
-__all__ = ["FORMAT", "STORE_DTYPES", "array_layout", "chunk_name", "fingerprint_of", "manifest_digest",
+__all__ = ["FORMAT", "STORE_DTYPES", "array_layout", "readout_key", "chunk_name", "fingerprint_of", "manifest_digest",
            "read_manifest", "read_rows", "write_manifest"]

@@ -33,7 +33,7 @@ from .._io import file_sha256, is_temp_name
 from ..errors import StoreError
 from ..hooks import HookPoint
 from ._manifest import (CHUNK_FILE, FORMAT, RECOMPUTE, array_layout, chunk_name, expected_shape, read_manifest,
-                        read_rows)
+                        read_rows, readout_key)
 
 LARGEST_VALUE = 1e15
 """Values beyond +-1e15 are refused as corrupt: no activation is that large (float16 cannot even hold it)."""
@@ -50,7 +50,12 @@ class Chunk:
 
 
 def layout_of(m: dict) -> dict:
-    return m.get("arrays") or array_layout(m["points"], m["widths"], m["positions"], m["dtype"])
+    return m.get("arrays") or array_layout(m["points"], m["widths"], m["positions"], m["dtype"], m.get("readouts"))
+
+
+def array_keys(m: dict) -> list[str]:
+    """The names of the activation tensors of every chunk: the points, then their extra readouts."""
+    return [k for k in layout_of(m) if k not in ("row_index", "token_offsets")]
 
 
 def check_chunk(root: Path, m: dict, i: int, n_tokens: np.ndarray | None) -> Chunk:
@@ -227,18 +232,30 @@ class Store:
         check_values(key, x, chunk.path)
         return x
 
-    def _key(self, point: HookPoint | str) -> str:
+    def _key(self, point: HookPoint | str, readout: str | None = None) -> str:
         key = str(point)
         if key not in self.manifest["points"]:
             raise StoreError(f"{self.root} has no point {key}; it holds {', '.join(self.manifest['points'])}")
-        return key
+        if readout is None or readout == self.manifest["positions"]:
+            return key
+        if readout not in self.readouts(key):
+            raise StoreError(f"{self.root} has no readout {readout!r} of {key}; it holds {self.readouts(key)}")
+        return readout_key(key, readout)
 
-    def read(self, point: HookPoint | str, dtype=np.float32) -> np.ndarray:
+    def readouts(self, point: HookPoint | str) -> list[str]:
+        """The readouts stored for ``point``: its ``positions`` when that is a readout name (``last`` or
+        ``mean``; a store written before readouts holds just that), then its extra readouts."""
+        key = str(point)
+        own = [self.manifest["positions"]] if self.manifest["positions"] in ("last", "mean") else []
+        return own + [r for r, pts in (self.manifest.get("readouts") or {}).items() if key in pts]
+
+    def read(self, point: HookPoint | str, dtype=np.float32, readout: str | None = None) -> np.ndarray:
         """The activations of one point, rows in dataset order: (N, W) or (N, k, W).
 
-        For ``all`` positions use :meth:`read_tokens`.
+        ``readout`` picks an extra readout (``mean``, ``max``, ``span``; see :meth:`readouts`); the default
+        is the store's ``positions``. For ``all`` positions use :meth:`read_tokens`.
         """
-        key = self._key(point)
+        key = self._key(point, readout)
         if self.manifest["positions"] == "all":
             raise StoreError("this store holds every token; use read_tokens()")
         spec = layout_of(self.manifest)[key]["shape"][1:]
@@ -343,7 +360,7 @@ def verify_store(path: str | Path, full: bool = True) -> StoreVerification:
             if full:
                 check_hash(chunk)
                 with safe_open(str(chunk.path), framework="pt") as f:
-                    for key in m["points"]:
+                    for key in array_keys(m):
                         check_values(key, f.get_tensor(key).float().numpy(), chunk.path)
             chunks.append(chunk)
         except StoreError as e:

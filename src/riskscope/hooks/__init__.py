@@ -9,6 +9,8 @@
 * :func:`capture_texts` / :func:`iter_captures` capture many texts in length-sorted batches;
   :func:`check_texts` (used by both, and by :func:`run_texts`) refuses empty texts and texts
   longer than the model's context, or cuts them with ``truncate=True``.
+* :class:`Readouts` / :data:`READOUTS`: last token, mean and max over content tokens, and the mean over
+  the tokens where a pair's twins differ, several from one forward (``iter_captures(readouts=...)``).
 * :class:`BlockReplay` records what every block received in one forward and re-runs blocks
   ``L..`` on edited inputs (interventions and MELBO use it).
 
@@ -24,10 +26,11 @@ from ._checks import CheckedTexts, check_texts, check_token_ids
 from ._extract import CapturedTexts, capture_texts, iter_captures
 from ._ops import Ablate, Add, Clamp, Op, Scale, Set, intervene
 from ._points import HOOKS, HookName, HookPoint, Positions, module_for
+from ._readouts import READOUTS, Readouts, check_readouts, differing_tokens, reduce_readouts
 from ._replay import BlockCall, BlockReplay
 
 __all__ = [
-    "HOOKS", "Ablate", "Add", "BlockCall", "BlockReplay", "Captured", "CapturedTexts", "CheckedTexts", "Clamp",
+    "HOOKS", "READOUTS", "Ablate", "Readouts", "check_readouts", "differing_tokens", "reduce_readouts", "Add", "BlockCall", "BlockReplay", "Captured", "CapturedTexts", "CheckedTexts", "Clamp",
     "HookName", "HookPoint", "Op", "Positions", "Scale", "Set", "StopForward", "batch_mask", "capture",
     "capture_texts", "check_texts", "check_token_ids", "current_mask", "intervene", "iter_captures",
     "module_for", "on_activation", "pad_batch", "position_ids_for", "position_index", "run_batch", "run_texts",

@@ -13,6 +13,7 @@ from ..models import LoadedModel
 from ._batch import batch_mask, current_mask, pad_batch, position_ids_for, position_index
 from ._checks import check_texts
 from ._points import HOOKS, HookPoint, module_for
+from ._readouts import Readouts, reduce_readouts
 
 
 class StopForward(Exception):
@@ -90,7 +91,8 @@ def capture(lm: LoadedModel, points: Sequence[HookPoint], reduce: str | Sequence
 
     ``reduce``: ``last`` (last non-pad token, (B, W)), ``mean`` (mean over non-pad tokens,
     (B, W)), ``all`` ((B, T, W), pads included, see the batch mask), or explicit token
-    indices into the non-pad tokens ((B, k, W)). With ``stop=True`` the forward is cut
+    indices into the non-pad tokens ((B, k, W)); a :class:`~riskscope.hooks.Readouts` gives
+    ``{readout: (B, W)}`` per point. With ``stop=True`` the forward is cut
     after the deepest point (use through :func:`run_batch`, which catches the stop).
     """
     out = Captured()
@@ -113,6 +115,8 @@ def _reduce(x: Tensor, mask: Tensor | None, how) -> Tensor:
     if mask is None:
         mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
     mask = mask.to(x.device)
+    if isinstance(how, Readouts):
+        return reduce_readouts(x, mask, how)
     if how == "all":
         return x
     if how == "mean":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping
 
 from ..errors import RiskscopeError
-from ._parse import ANALYSES, parse_hooks, parse_layers, parse_module_paths, parse_positions
+from ._parse import ANALYSES, READOUTS, parse_hooks, parse_layers, parse_module_paths, parse_positions, parse_readouts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import Dataset
@@ -46,10 +46,20 @@ class ProbeRunConfig:
     """Bootstrap resamples of pairs for confidence intervals."""
     seed: int = 0
     """Seed for folds, shuffled labels and bootstrap."""
+    readouts: tuple[str, ...] | None = None
+    """Readouts whose probes compete for the recipe (None: every readout the store holds)."""
+    top_k: int = 3
+    """Layers averaged in a layer-set candidate (the best ``top_k`` of one readout and hook); < 2: none."""
+    stack_lexical: bool = True
+    """Let a recipe average the best activation recipe with the lexical TF-IDF model."""
 
     def __post_init__(self) -> None:
         if self.hooks is not None:
             object.__setattr__(self, "hooks", parse_hooks(self.hooks))
+        if self.readouts is not None:
+            object.__setattr__(self, "readouts", parse_readouts(self.readouts))
+        if self.top_k < 0:
+            raise RiskscopeError(f"--top-k must be >= 0, got {self.top_k}")
         self.probe_config()
 
     def probe_config(self) -> ProbeConfig:
@@ -95,6 +105,11 @@ class RunConfig:
     """Hook points to cache and probe."""
     positions: str | tuple[int, ...] = "last"
     """One row per text: the ``last`` token, the ``mean`` over tokens, or explicit token indices."""
+    readouts: tuple[str, ...] | None = None
+    """Readouts cached from the same forward (``last`` plus ``mean``, ``max``, ``span``); None: all four
+    when ``positions`` is ``last``, else just ``positions``."""
+    readout_hooks: tuple[str, ...] = ("resid_post",)
+    """Hooks whose points get the readouts beyond ``last`` (the others keep ``positions`` only)."""
     store_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Storage dtype of the activations."""
     batch_size: int = 32
@@ -138,6 +153,16 @@ class RunConfig:
             raise RiskscopeError("--positions all keeps every token, but probes need one row per text; use last, "
                                  "mean or token indices")
         set_(self, "positions", positions)
+        if self.readouts is None:
+            set_(self, "readouts", READOUTS if positions == "last" else ())
+        elif not self.readouts:  # just positions
+            set_(self, "readouts", ())
+        else:
+            set_(self, "readouts", parse_readouts(self.readouts))
+            if set(self.readouts) - {"last"} and positions != "last":
+                raise RiskscopeError(f"--readouts {','.join(self.readouts)} need --positions last (the 'last' "
+                                     f"readout), got {positions!r}")
+        set_(self, "readout_hooks", parse_hooks(self.readout_hooks))
         set_(self, "module_paths", parse_module_paths(self.module_paths))
         set_(self, "analyses", _analyses(self.analyses))
         if self.probe.hooks is not None and not set(self.probe.hooks) & set(self.hooks):
@@ -181,7 +206,7 @@ class RunConfig:
                 else list(self.layers), "hooks": list(self.hooks),
                 "positions": self.positions if isinstance(self.positions, str) else list(self.positions),
                 "store_dtype": self.store_dtype, "batch_size": self.batch_size, "chunk_rows": self.chunk_rows,
-                "truncate": self.truncate}
+                "truncate": self.truncate, "readouts": list(self.readouts), "readout_hooks": list(self.readout_hooks)}
 
 
 def _analyses(names) -> tuple[str, ...]:

@@ -13,6 +13,26 @@ from typing import Mapping, Sequence
 
 from ..errors import RiskscopeError
 
+READOUTS = ("last", "mean", "max", "span")
+"""Token readouts (see :mod:`riskscope.hooks`): last token, mean and max over content tokens, and the mean
+over the tokens where a pair's twins differ (scored as the mean for a single text)."""
+
+
+def parse_readouts(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``last,mean`` or a sequence -> distinct known readouts, in :data:`READOUTS` order.
+
+    >>> parse_readouts("max, last")
+    ('last', 'max')
+    """
+    names = [x.strip() for x in (value.split(",") if isinstance(value, str) else value) if x.strip()]
+    bad = [x for x in names if x not in READOUTS]
+    if bad:
+        raise RiskscopeError(f"--readouts: unknown readout {bad[0]!r}; choose from {', '.join(READOUTS)}")
+    if not names:
+        raise RiskscopeError("--readouts: name at least one readout")
+    return tuple(r for r in READOUTS if r in names)
+
+
 ANALYSES = ("neurons", "effects", "ask", "traces", "vectors", "caution")
 """What ``riskscope run`` runs after the probes (``--skip`` removes some): neuron ranking, clamping
 effects with random controls, the ask-the-model baseline, per-token traces, the diff-of-means risk

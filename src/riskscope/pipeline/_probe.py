@@ -18,9 +18,10 @@ import numpy as np
 from .._io import atomic_text, remove_stale_temps
 from ..data import Store
 from ..errors import StoreError
-from ..probes import LogisticProbe, Probe, ProbeEvaluation, evaluate_layers
+from ..probes import LogisticProbe, Probe, ProbeEvaluation, RecipeConfig, RecipeSelection, evaluate_layers, select_recipe
 from ._config import ProbeRunConfig
 from ._folder import store_path
+from ._recipe import readout_results, recipe_oof_probability, recipe_probe
 from ._targets import targets
 
 
@@ -33,9 +34,14 @@ class ProbeOutputs:
     metrics: dict
     """The ``metrics.json`` body (docs/metrics.md)."""
     probe: Probe | None
-    """The chosen binary probe refitted on all rows (``probe/``); None for category and severity targets."""
+    """The chosen binary probe or recipe refitted on all rows (``probe/``); None for category and severity."""
     predictions: tuple[dict, ...] | None
     """Out-of-fold score and fold of every row (``predictions.jsonl``); None for category and severity."""
+    selection: RecipeSelection | None = None
+    """Every recipe candidate and the nested comparison with the lexical model (binary target)."""
+    analysis_probe: Probe | None = None
+    """The single-point probe the live-model analyses read: the best (or chosen) point of the store's own
+    positions, refitted on all rows."""
 
 
 def _chosen_point(store: Store, points, cfg: ProbeRunConfig) -> tuple[str, int] | None:
@@ -66,7 +72,16 @@ def fit_probes(store: Store, cfg: ProbeRunConfig, status: Callable[[str], None] 
         status(f"fitting probes on {len(points)} hook points x {cfg.folds} folds")
     t0 = time.perf_counter()
     acts = {(p.hook, p.layer): store.read(p) for p in points}
-    ev = evaluate_layers(acts, y, groups, cfg.probe_config(), texts=store.texts)
+    primary = store.manifest["positions"]
+    readout = primary if primary in ("last", "mean") else "last"
+    ev = evaluate_layers(acts, y, groups, cfg.probe_config(), texts=store.texts, readout=readout)
+    selection = extra = None
+    if cfg.target == "binary":
+        extra = readout_results(store, points, y, groups, cfg.probe_config(), cfg.readouts, status)
+        pool = [r for r in ev.results if cfg.readouts is None or r.readout in cfg.readouts] + extra
+        selection = select_recipe(pool or list(ev.results), y, groups, ev.folds, ev.lexical,
+                                  RecipeConfig(top_k=cfg.top_k, stack_lexical=cfg.stack_lexical,
+                                               n_bootstrap=cfg.n_bootstrap, seed=cfg.seed))
     seconds = time.perf_counter() - t0
 
     body = ev.to_dict(arrays=True)
@@ -81,18 +96,30 @@ def fit_probes(store: Store, cfg: ProbeRunConfig, status: Callable[[str], None] 
     if cfg.target != "binary":
         return ProbeOutputs(evaluation=ev, metrics=metrics, probe=None, predictions=None)
 
-    prob = 1.0 / (1.0 + np.exp(-np.asarray(best.oof_scores, dtype=np.float64)))
-    predictions = tuple({"id": r["id"], "text": r["text"], "label": r["label"], "category": r.get("category"),
-                         "severity": r.get("severity"), "pair_id": r.get("pair_id"), "score": round(float(s), 6),
-                         "fold": int(f)} for r, s, f in zip(store.rows, prob, ev.folds))
     C = float(np.median(best.C_per_fold))
     est = LogisticProbe(penalty=cfg.penalty, C=C).fit(acts[(best.hook, best.layer)], store.labels)
     positions = store.manifest["positions"]
-    probe = Probe(estimator=est, hook=best.hook, layer=int(best.layer), model_id=store.manifest["model"]["model"],
-                  weight_hash=store.manifest["model"]["weight_hash"],
-                  positions=positions if isinstance(positions, str) else tuple(positions),
-                  meta={"dataset": store.manifest["dataset"], "C": C, "cv": best.to_dict(), "store": str(store.root)})
-    return ProbeOutputs(evaluation=ev, metrics=metrics, probe=probe, predictions=predictions)
+    point_probe = Probe(estimator=est, hook=best.hook, layer=int(best.layer), model_id=store.manifest["model"]["model"],
+                        weight_hash=store.manifest["model"]["weight_hash"],
+                        positions=positions if isinstance(positions, str) else tuple(positions),
+                        meta={"dataset": store.manifest["dataset"], "C": C, "cv": best.to_dict(),
+                              "store": str(store.root)})
+    metrics["recipe"] = selection.to_dict()
+    metrics["readout_results"] = [r.to_dict() for r in extra]
+    if chosen is None:  # the recipe chosen by nested CV, refit on all rows
+        probe = recipe_probe(store, selection, [*ev.results, *extra], ev.lexical, cfg.penalty,
+                             {"dataset": store.manifest["dataset"], "store": str(store.root)})
+        prob = recipe_oof_probability(selection, probe)
+        metrics["saved"] = {"kind": "recipe", "name": selection.chosen.name}
+    else:  # the point asked for
+        probe = point_probe
+        prob = 1.0 / (1.0 + np.exp(-np.asarray(best.oof_scores, dtype=np.float64)))
+        metrics["saved"] = {"kind": "point", "name": f"{readout} {best.hook}.{best.layer}"}
+    predictions = tuple({"id": r["id"], "text": r["text"], "label": r["label"], "category": r.get("category"),
+                         "severity": r.get("severity"), "pair_id": r.get("pair_id"), "score": round(float(s), 6),
+                         "fold": int(f)} for r, s, f in zip(store.rows, prob, ev.folds))
+    return ProbeOutputs(evaluation=ev, metrics=metrics, probe=probe, predictions=predictions, selection=selection,
+                        analysis_probe=point_probe)
 
 
 def write_probe_outputs(out: str | Path, fit: ProbeOutputs) -> dict[str, str]:

@@ -83,11 +83,15 @@ def hook_points(lm: LoadedModel, layers: str | Sequence[int], hooks: str | Seque
 def cache_config(lm: LoadedModel, layers: str | Sequence[int] = "all",
                  hooks: str | Sequence[str] = ("resid_post", "mlp_neurons"),
                  positions: str | Sequence[int] = "last", store_dtype: str = "float32", batch_size: int = 32,
-                 chunk_rows: int = 256, truncate: bool = False) -> CacheConfig:
-    """The :class:`~riskscope.data.CacheConfig` for text-form options (``riskscope cache`` and :func:`run`)."""
+                 chunk_rows: int = 256, truncate: bool = False, readouts: Sequence[str] = (),
+                 readout_hooks: Sequence[str] | None = None) -> CacheConfig:
+    """The :class:`~riskscope.data.CacheConfig` for text-form options (``riskscope cache`` and :func:`run`);
+    ``readouts`` beyond ``last`` are stored beside it for the points of ``readout_hooks``."""
     pos = parse_positions(positions) if isinstance(positions, str) else tuple(int(i) for i in positions)
+    extra = tuple(r for r in readouts if r != "last")
     return CacheConfig(points=hook_points(lm, layers, hooks), positions=pos, dtype=store_dtype,
-                       batch_size=batch_size, chunk_rows=chunk_rows, truncate=truncate)
+                       batch_size=batch_size, chunk_rows=chunk_rows, truncate=truncate, readouts=extra,
+                       readout_hooks=tuple(readout_hooks) if readout_hooks is not None else None)
 
 
 def run(config: RunConfig, lm: LoadedModel | None = None, *, status: Callable[[str], None] | None = None,
@@ -127,7 +131,7 @@ def run(config: RunConfig, lm: LoadedModel | None = None, *, status: Callable[[s
     else:
         seconds["load_model"] = float(lm.info.get("load_seconds", 0.0))
     ccfg = cache_config(lm, config.layers, config.hooks, config.positions, config.store_dtype, config.batch_size,
-                        config.chunk_rows, config.truncate)
+                        config.chunk_rows, config.truncate, config.readouts, config.readout_hooks)
     check_store(lm, data, out / "store", ccfg)  # a store from other inputs fails here, before any work
     say("caching activations")
     stats = timed("cache", lambda: cache_activations(lm, data, out / "store", ccfg, progress=progress))
@@ -140,7 +144,7 @@ def run(config: RunConfig, lm: LoadedModel | None = None, *, status: Callable[[s
     if analyses:
         acfg = AnalysisConfig(**analysis_switches(analyses), folds=config.probe.folds, seed=config.probe.seed,
                               n_bootstrap=config.probe.n_bootstrap)
-        done = timed("analyses", lambda: run_analyses(lm, out, store=store, probe=fit.probe, metrics=fit.metrics,
+        done = timed("analyses", lambda: run_analyses(lm, out, store=store, probe=fit.analysis_probe, metrics=fit.metrics,
                                                       folds=fit.evaluation.folds, config=acfg,
                                                       progress=lambda msg: say(f"analyses: {msg}")))
         files.update(done.files)

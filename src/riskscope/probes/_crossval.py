@@ -29,6 +29,9 @@ class CVScores:
     """(T, L, F) the ``C`` chosen by inner CV for each outer fold."""
     inner_score: np.ndarray
     """(T, L, F, C) mean inner-validation score of each ``C`` (higher is better)."""
+    inner_oof: np.ndarray | None = None
+    """(T, L, F, N) inner-validation decision values at the chosen ``C`` of outer fold ``f`` for its
+    training rows (each lies in one inner validation fold); NaN on its test rows. Binary targets only."""
 
 
 def layers_per_chunk(n_layers: int, n_rows: int, n_features: int, n_problems: int, itemsize: int, budget_gb: float) -> int:
@@ -57,6 +60,7 @@ def cross_val_scores(
     config: ProbeConfig,
     loss: Loss,
     n_classes: int = 1,
+    X_eval_LND: np.ndarray | None = None,
 ) -> CVScores:
     """Nested-CV out-of-fold scores for ``T`` label sets sharing the same folds.
 
@@ -67,6 +71,8 @@ def cross_val_scores(
         config: Cs, penalty, tolerance, precision and memory budget.
         loss: ``logistic``, ``multinomial`` or ``squared``.
         n_classes: classes for ``multinomial``.
+        X_eval_LND: features the fitted models score (inner validation and outer test rows), when they
+            differ from the training features ``X_LND`` (e.g. a readout only available for training).
     """
     X_LND = np.asarray(X_LND)
     y_TN = np.asarray(y_TN, dtype=np.float64)
@@ -85,6 +91,7 @@ def cross_val_scores(
     oof = np.zeros((T, L, K, N))
     chosen = np.zeros((T, L, F))
     inner_score = np.zeros((T, L, F, len(Cs)))
+    inner_oof = np.full((T, L, F, N), np.nan) if loss == "logistic" else None
     for start in range(0, L, per_chunk):
         Xc = X_LND[start : start + per_chunk]
         fit = fit_many(
@@ -92,7 +99,8 @@ def cross_val_scores(
             penalty=config.penalty, l1_ratio=config.l1_ratio, loss=loss, n_classes=K if loss == "multinomial" else None,
             standardize=config.standardize, tol=config.tol, max_iter=config.max_iter, dtype=dtype,
         )
-        z = fit.decision_function(Xc).reshape(len(Xc), T, n_masks, len(Cs), K, N)
+        Xe = Xc if X_eval_LND is None else np.asarray(X_eval_LND)[start : start + per_chunk]
+        z = fit.decision_function(Xe).reshape(len(Xc), T, n_masks, len(Cs), K, N)
         del fit
         for t in range(T):
             y = y_TN[t]
@@ -111,4 +119,7 @@ def cross_val_scores(
                     chosen[t, layer, f] = Cs[best]
                     test = folds.fold == f
                     oof[t, layer][:, test] = z[li, t, f, best][:, test]
-    return CVScores(oof=oof, chosen_C=chosen, inner_score=inner_score)
+                    if inner_oof is not None:
+                        for g, val in enumerate(folds.inner_val[f]):
+                            inner_oof[t, layer, f, val] = z[li, t, F + f * G + g, best, 0, val]
+    return CVScores(oof=oof, chosen_C=chosen, inner_score=inner_score, inner_oof=inner_oof)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
@@ -49,6 +50,8 @@ def evaluate_layers(
     *,
     hook: str = "resid",
     texts: Sequence[str] | None = None,
+    readout: str = "last",
+    eval_acts: Acts | None = None,
 ) -> ProbeEvaluation:
     """Cross-validated linear probes on every (hook, layer).
 
@@ -61,6 +64,10 @@ def evaluate_layers(
         config: folds, Cs, penalty, target, seeds (default :class:`ProbeConfig`).
         hook: the hook name for an array ``acts``.
         texts: the rows' texts; when given, the lexical baseline is added.
+        readout: the token readout ``acts`` hold (recorded in each result).
+        eval_acts: features the fitted probes score, shaped like ``acts``, when they differ from the
+            training features (the ``span`` readout trains on the tokens where twins differ and is
+            scored on the mean over tokens, as a single text is at scoring time). Binary target only.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -99,8 +106,18 @@ def evaluate_layers(
         y_used = sev[keep]
 
     results: list[AnyLayerResult] = []
-    for h, layers, X in blocks:
-        results.extend(run(X[:, keep] if len(keep) < n_rows else X, y_used, groups[keep], folds, config, h, layers))
+    eval_blocks = _stack(eval_acts, hook) if eval_acts is not None else [None] * len(blocks)
+    if eval_acts is not None:
+        if config.target != "binary":
+            raise ProbeError("eval_acts is for binary probes only")
+        if [(h, lay, X.shape) for h, lay, X in eval_blocks] != [(h, lay, X.shape) for h, lay, X in blocks]:
+            raise ProbeError("eval_acts must hold the same hooks, layers and shapes as acts")
+    for (h, layers, X), ev in zip(blocks, eval_blocks):
+        kw = {} if ev is None else {"X_eval": ev[2]}
+        part = run(X[:, keep] if len(keep) < n_rows else X, y_used, groups[keep], folds, config, h, layers, **kw)
+        if config.target == "binary":
+            part = [replace(r, readout=readout) for r in part]
+        results.extend(part)
     fold_all = np.full(n_rows, -1)
     fold_all[keep] = folds.fold
     lexical = None
@@ -117,9 +134,10 @@ def _label_sets(y: np.ndarray, groups: np.ndarray, config: ProbeConfig) -> np.nd
     return np.stack(sets)
 
 
-def _binary(X, y, groups, folds: NestedFolds, config: ProbeConfig, hook: str, layers: list[int]) -> list[LayerResult]:
+def _binary(X, y, groups, folds: NestedFolds, config: ProbeConfig, hook: str, layers: list[int],
+            X_eval=None) -> list[LayerResult]:
     y_T = _label_sets(y, groups, config)
-    cv: CVScores = cross_val_scores(X, y_T, folds, config, "logistic")
+    cv: CVScores = cross_val_scores(X, y_T, folds, config, "logistic", X_eval_LND=X_eval)
     out = []
     yi = y.astype(int)
     for li, layer in enumerate(layers):
@@ -139,6 +157,7 @@ def _binary(X, y, groups, folds: NestedFolds, config: ProbeConfig, hook: str, la
             pair_accuracy=pair_accuracy(yi, s, groups), shuffled_auc=sh_auc, shuffled_pair_accuracy=sh_pair,
             fold_auc=_fold_aucs(yi, s, folds.fold),
             C_per_fold=tuple(float(c) for c in cv.chosen_C[0, li]), oof_scores=s, fpr=fpr, tpr=tpr, thresholds=thr,
+            inner_oof=None if cv.inner_oof is None else cv.inner_oof[0, li],
         ))
     return out
 

@@ -45,7 +45,9 @@ def probe_for_run(run_dir: str | Path, store, metrics: dict | None = None, hook:
                   layer: int | None = None, C: float = 0.01) -> Probe:
     """The probe of a run folder.
 
-    * No ``hook``/``layer`` asked and ``RUN/probe/bundle.json`` exists: that bundle.
+    * No ``hook``/``layer`` asked and ``RUN/probe/bundle.json`` exists: that bundle, when it is one probe at
+      one point read at the store's own positions (``last`` or ``mean``); the analyses read one point, so a
+      recipe bundle (several parts, the lexical model, or the ``max``/``span`` readout) gives way to:
     * Otherwise a :class:`LogisticProbe` (``C``) fitted on all rows of ``store`` at the asked point,
       filling what is not asked from the best point of ``metrics`` (default: ``RUN/metrics.json``)
       when its hook matches, else the layer at 2/3 depth of the store's layers of that hook
@@ -53,7 +55,9 @@ def probe_for_run(run_dir: str | Path, store, metrics: dict | None = None, hook:
     """
     run = Path(run_dir)
     if hook is None and layer is None and (run / "probe" / "bundle.json").is_file():
-        return Probe.load(run / "probe")
+        bundle = Probe.load(run / "probe")
+        if not bundle.is_recipe and bundle.readout in (None, "last", "mean"):
+            return bundle
     best = (_read_metrics(run) if metrics is None else metrics).get("best") or {}
     hook = hook or best.get("hook") or "resid_post"
     have = sorted(p.layer for p in store.points if p.hook == hook)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
@@ -61,8 +62,10 @@ def lexical_baseline(
     if len(fold) != len(texts):
         raise ProbeError(f"folds have {len(fold)} rows but texts have {len(texts)}")
     oof = np.full(len(texts), np.nan)
+    outer = np.unique(fold[fold >= 0])
+    inner_oof = np.full((len(outer), len(texts)), np.nan)
     chosen = []
-    for f in np.unique(fold[fold >= 0]):
+    for f in outer:
         train, test = np.flatnonzero((fold != f) & (fold >= 0)), np.flatnonzero(fold == f)
         inner = group_folds(groups[train], inner_folds, seed + 1 + int(f))
         splits = [(np.flatnonzero(inner != g), np.flatnonzero(inner == g)) for g in range(inner_folds)]
@@ -75,6 +78,11 @@ def lexical_baseline(
             search.fit([texts[i] for i in train], y[train])
         chosen.append(float(search.best_params_["logisticregression__C"]))
         oof[test] = search.decision_function([texts[i] for i in test])
+        with threadpool_limits(1):
+            for tr, va in splits:  # the chosen C's inner-validation scores, for choosing recipes that stack it
+                model = clone(search.best_estimator_).fit([texts[i] for i in train[tr]], y[train[tr]])
+                inner_oof[int(np.flatnonzero(outer == f)[0]), train[va]] = model.decision_function(
+                    [texts[i] for i in train[va]])
     used = fold >= 0
     return LexicalResult(
         auc=float(roc_auc_score(y[used], oof[used])),
@@ -82,4 +90,5 @@ def lexical_baseline(
         accuracy=float(accuracy_score(y[used], (oof[used] > 0).astype(int))),
         C_per_fold=tuple(chosen),
         oof_scores=oof,
+        inner_oof=inner_oof,
     )

@@ -11,6 +11,12 @@ probe, the model and weights it was trained on.
 hook, layer, positions, threshold, meta) beside the estimator's own ``config.json`` +
 ``weights.safetensors`` (which include the standardisation). Never pickle.
 
+A probe may carry a *recipe* (format ``riskscope-probe/2``): a token ``readout`` (``last``, ``mean``,
+``max``, ``span``; see :mod:`riskscope.hooks`), further single-point ``parts`` (folders ``part-1/`` ...)
+and a ``lexical`` TF-IDF model (folder ``lexical/``), whose logits are standardised with ``combine``'s
+``mean``/``scale``, averaged, and mapped to a probability by ``combine``'s ``a``, ``b`` (``expit(a s +
+b)``). A bundle without a ``readout`` field reads its ``positions`` (``last`` by default), as before.
+
 >>> probe = Probe.load("runs/default/probe")          # doctest: +SKIP
 >>> probe.score(["The fitness app requested access to contacts."])  # doctest: +SKIP
 array([0.83])
@@ -33,13 +39,15 @@ from scipy.special import expit
 from .._io import atomic_json, file_mode
 from .._version import __version__
 from ..errors import ModelError, RiskscopeError
-from ..hooks import HOOKS, HookPoint, capture_texts
+from ..hooks import HOOKS, READOUTS, HookPoint, capture_texts, check_readouts
 from ..models import LoadedModel, load_model
 from ._logistic import LogisticProbe
 from ._readout import LinearReadout
 
 FORMAT = "riskscope-probe/1"
+FORMAT_RECIPE = "riskscope-probe/2"
 _OWN_FILES = frozenset({"bundle.json", "config.json", "weights.safetensors"})
+_PART_DIR = re.compile(r"part-\d+|lexical")
 _ESTIMATORS = {"LogisticProbe": LogisticProbe, "LinearReadout": LinearReadout}
 
 
@@ -63,9 +71,30 @@ class Probe:
     """Probability above which a text is called risky."""
     meta: dict = field(default_factory=dict)
     """Provenance: dataset, metrics of this layer, C, store."""
+    readout: str | None = None
+    """Token readout of the features (``last``, ``mean``, ``max``, ``span``); None: ``positions`` says."""
+    parts: tuple["Probe", ...] = ()
+    """Further single-point probes whose scores are averaged with this one's (a recipe)."""
+    lexical: Any = None
+    """A text model (``decision_function(texts)``, e.g. :class:`LexicalModel`) averaged in (a recipe)."""
+    combine: dict | None = None
+    """How a recipe's logits combine: ``mean``, ``scale`` (one per component: this probe, the parts, the
+    lexical model) and ``a``, ``b`` of the probability ``expit(a * average + b)``."""
 
     def __post_init__(self) -> None:
         HookPoint(self.hook, int(self.layer))  # validates the hook name
+        if self.readout is not None:
+            check_readouts([self.readout], "probe readout")
+        object.__setattr__(self, "parts", tuple(Probe.of(p) for p in self.parts))
+        if any(p.parts or p.lexical is not None for p in self.parts):
+            raise RiskscopeError("a recipe's parts must be single-point probes")
+        n = 1 + len(self.parts) + (self.lexical is not None)
+        if n > 1:
+            c = self.combine or {}
+            if not (len(c.get("mean", ())) == n and len(c.get("scale", ())) == n
+                    and all(float(s) > 0 for s in c["scale"]) and "a" in c and "b" in c):
+                raise RiskscopeError(f"a recipe of {n} components needs combine = {{mean, scale: {n} values each, "
+                                     f"a, b}}; got {self.combine!r}")
         object.__setattr__(self, "layer", int(self.layer))
         if not callable(getattr(self.estimator, "decision_function", None)):
             raise RiskscopeError(f"a probe needs a fitted estimator with decision_function; "
@@ -99,6 +128,23 @@ class Probe:
     def name(self) -> str:
         """The hook point as text, e.g. ``resid_post.22``."""
         return str(self.point)
+
+    @property
+    def is_recipe(self) -> bool:
+        """Whether scores combine several components (parts or a lexical model)."""
+        return bool(self.parts) or self.lexical is not None
+
+    @property
+    def recipe(self) -> str:
+        """What the probe reads, in words, e.g. ``mean resid_post.15`` or ``mean resid_post.{13,15} avg +
+        lexical``."""
+        head = f"{self.readout or (self.positions if isinstance(self.positions, str) else 'positions')} "
+        if self.parts:
+            pts = [self, *self.parts]
+            head += f"{self.hook}.{{{','.join(str(p.layer) for p in pts)}}} avg"
+        else:
+            head += self.name
+        return head + (" + lexical" if self.lexical is not None else "")
 
     @property
     def n_features(self) -> int:
@@ -141,8 +187,10 @@ class Probe:
             raise ModelError(f"the probe was trained on weights {self.weight_hash[:12]}... but model "
                              f"{lm.model_id!r} has weights {lm.weight_hash[:12]}...; use the model it was trained on")
         lm.layout.layer_index(self.layer)
+        for part in self.parts:
+            part.check(lm)
         w = self.point.width(lm)
-        k = 1 if isinstance(self.positions, str) else len(self.positions)
+        k = 1 if self.readout is not None or isinstance(self.positions, str) else len(self.positions)
         if self.n_features != w * k:
             what = f"width is {w}" if k == 1 else f"width {w} at {k} positions gives {w * k}"
             raise RiskscopeError(f"probe {self.name} expects {self.n_features} features but the model's "
@@ -161,7 +209,8 @@ class Probe:
         """The probe's feature rows of ``texts`` in ``lm``: (N, W), or (N, k, W) for token indices. Texts
         longer than the model's context are refused, or cut to it with ``truncate``."""
         reduce = self.positions if isinstance(self.positions, str) else tuple(self.positions)
-        return capture_texts(lm, texts, [self.point], reduce, batch_size, truncate=truncate)[self.point.normalised(lm)]
+        got = capture_texts(lm, texts, [self.point], reduce, batch_size, truncate=truncate, readout=self.readout)
+        return got[self.point.normalised(lm)]
 
     def score(self, texts: Sequence[str], lm: LoadedModel | None = None, batch_size: int = 32,
               truncate: bool = False) -> np.ndarray:
@@ -174,7 +223,14 @@ class Probe:
             self.check(lm)
         if not texts:
             return np.zeros(0)
-        return self.predict_proba(self.features(lm, texts, batch_size, truncate))
+        if not self.is_recipe:
+            return self.predict_proba(self.features(lm, texts, batch_size, truncate))
+        z = [p.logit(p.features(lm, texts, batch_size, truncate)) for p in (self, *self.parts)]
+        if self.lexical is not None:
+            z.append(np.asarray(self.lexical.decision_function(list(texts)), dtype=np.float64))
+        c = self.combine or {}
+        s = np.mean([(zi - float(m)) / float(sd) for zi, m, sd in zip(z, c["mean"], c["scale"])], axis=0)
+        return expit(float(c["a"]) * s + float(c["b"]))
 
     # --- the bundle --------------------------------------------------------------------------------
 
@@ -189,10 +245,24 @@ class Probe:
         if not callable(getattr(self.estimator, "save", None)):
             raise RiskscopeError(f"{type(self.estimator).__name__} has no save(); a probe bundle needs an estimator "
                                  f"that writes config.json + weights.safetensors")
-        info = {"format": FORMAT, "riskscope_version": __version__, "model": self.model_id,
+        for p in self.parts:
+            if not callable(getattr(p.estimator, "save", None)):
+                raise RiskscopeError(f"{type(p.estimator).__name__} has no save(); a recipe part must be saveable")
+        if self.lexical is not None and not callable(getattr(self.lexical, "save", None)):
+            raise RiskscopeError(f"{type(self.lexical).__name__} has no save(); the lexical model must be saveable")
+        new = self.is_recipe or self.readout not in (None, "last")
+        info = {"format": FORMAT_RECIPE if new else FORMAT, "riskscope_version": __version__, "model": self.model_id,
                 "weight_hash": self.weight_hash, "hook": self.hook, "layer": self.layer,
                 "positions": self.positions if isinstance(self.positions, str) else list(self.positions),
                 "threshold": self.threshold, "meta": self.meta}
+        if self.readout is not None:
+            info["readout"] = self.readout
+        if self.is_recipe:
+            info["parts"] = [{"hook": p.hook, "layer": p.layer, "readout": p.readout or "last",
+                              "folder": f"part-{i + 1}"} for i, p in enumerate(self.parts)]
+            info["lexical"] = "lexical" if self.lexical is not None else None
+            info["combine"] = {k: (list(map(float, v)) if isinstance(v, (list, tuple)) else float(v))
+                               for k, v in (self.combine or {}).items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         _recover(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -200,6 +270,10 @@ class Probe:
             mode = file_mode()
             os.chmod(tmp, mode | ((mode & 0o444) >> 2))  # a folder as the umask makes them, not mkdtemp's 0700
             self.estimator.save(tmp)
+            for i, p in enumerate(self.parts):
+                p.estimator.save(tmp / f"part-{i + 1}")
+            if self.lexical is not None:
+                self.lexical.save(tmp / "lexical")
             atomic_json(tmp / "bundle.json", info)
             if replace:
                 aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -228,8 +302,9 @@ class Probe:
             raise RiskscopeError(f"{path} is not a probe bundle (no bundle.json); create one with `riskscope probe` "
                                  f"or `riskscope run`")
         info = _read_info(info_path)
-        if info.get("format") != FORMAT:
-            raise RiskscopeError(f"{info_path}: unknown probe format {info.get('format')!r} (expected {FORMAT!r})")
+        if info.get("format") not in (FORMAT, FORMAT_RECIPE):
+            raise RiskscopeError(f"{info_path}: unknown probe format {info.get('format')!r} (this riskscope reads "
+                                 f"{FORMAT!r} and {FORMAT_RECIPE!r})")
         for key in ("hook", "layer"):
             if key not in info:
                 raise RiskscopeError(f"{info_path}: field {key!r} is missing")
@@ -257,18 +332,55 @@ class Probe:
                                             and all(isinstance(i, int) and not isinstance(i, bool) for i in pos))):
             raise RiskscopeError(f"{info_path}: field 'positions' must be last, mean or a list of token indices, "
                                  f"got {pos!r}")
-        return cls(estimator=_ESTIMATORS[est_name].load(path), hook=info["hook"], layer=int(info["layer"]),
-                   positions=pos if isinstance(pos, str) else tuple(pos), model_id=info.get("model"),
-                   weight_hash=info.get("weight_hash"), threshold=float(info.get("threshold", 0.5)),
-                   meta=info.get("meta") or {})
+        readout = info.get("readout")
+        if readout is not None and readout not in READOUTS:
+            raise RiskscopeError(f"{info_path}: field 'readout' is {readout!r}; riskscope reads {', '.join(READOUTS)}")
+        parts, lexical = _read_parts(path, info_path, info)
+        try:
+            return cls(estimator=_ESTIMATORS[est_name].load(path), hook=info["hook"], layer=int(info["layer"]),
+                       positions=pos if isinstance(pos, str) else tuple(pos), model_id=info.get("model"),
+                       weight_hash=info.get("weight_hash"), threshold=float(info.get("threshold", 0.5)),
+                       meta=info.get("meta") or {}, readout=readout, parts=parts, lexical=lexical,
+                       combine=info.get("combine"))
+        except RiskscopeError as e:
+            raise RiskscopeError(f"{info_path}: {e}") from None
+
+
+def _read_parts(path: Path, info_path: Path, info: dict) -> tuple[tuple[Probe, ...], Any]:
+    """The recipe parts and lexical model named in ``bundle.json`` (empty for a single probe)."""
+    from ._lexical_model import LexicalModel
+
+    parts = []
+    raw = info.get("parts") or []
+    if not isinstance(raw, list):
+        raise RiskscopeError(f"{info_path}: field 'parts' must be a list")
+    for i, p in enumerate(raw):
+        ok = isinstance(p, dict) and isinstance(p.get("hook"), str) and p["hook"] in HOOKS \
+            and isinstance(p.get("layer"), int) and not isinstance(p.get("layer"), bool) \
+            and p.get("readout") in READOUTS and isinstance(p.get("folder"), str) and _PART_DIR.fullmatch(p["folder"])
+        if not ok:
+            raise RiskscopeError(f"{info_path}: field 'parts' item {i + 1} must be {{hook, layer, readout, folder}}")
+        est = LinearReadout if _read_info(path / p["folder"] / "config.json").get("estimator") == "LinearReadout" \
+            else LogisticProbe
+        parts.append(Probe(estimator=est.load(path / p["folder"]), hook=p["hook"], layer=p["layer"],
+                           readout=p["readout"]))
+    lexical = None
+    if info.get("lexical") is not None:
+        if info["lexical"] != "lexical":
+            raise RiskscopeError(f"{info_path}: field 'lexical' must be \"lexical\" or null")
+        lexical = LexicalModel.load(path / "lexical")
+    return tuple(parts), lexical
 
 
 _BUNDLE_FILES = {"bundle.json", "config.json", "weights.safetensors"}
 
 
-def _ours(folder: Path) -> bool:
-    """A folder that holds nothing but a bundle's files (or their atomic writers' temporary files)."""
-    return all(f.is_file() and (f.name in _BUNDLE_FILES or re.fullmatch(r"\..+\.\d+\.tmp", f.name))
+def _ours(folder: Path, depth: int = 0) -> bool:
+    """A folder that holds nothing but a bundle's files (or their atomic writers' temporary files), and
+    its recipe's part folders holding the same."""
+    return all((f.is_file() and (f.name in _BUNDLE_FILES or re.fullmatch(r"\..+\.\d+\.tmp", f.name)))
+               or (depth == 0 and f.is_dir() and not f.is_symlink() and _PART_DIR.fullmatch(f.name)
+                   and _ours(f, 1))
                for f in folder.iterdir())
 
 
@@ -312,10 +424,13 @@ def _replaceable(path: Path) -> bool:
     entries = list(path.iterdir())
     if not entries:
         return True
-    ours = all(e.name in _OWN_FILES and e.is_file() and not e.is_symlink() for e in entries)
+    ours = all((e.name in _OWN_FILES and e.is_file() and not e.is_symlink())
+               or (_PART_DIR.fullmatch(e.name) and e.is_dir() and not e.is_symlink()
+                   and all(f.name in _OWN_FILES and f.is_file() and not f.is_symlink() for f in e.iterdir()))
+               for e in entries)
     if ours and (path / "bundle.json").is_file():
         try:
-            ours = json.loads((path / "bundle.json").read_text()).get("format") == FORMAT
+            ours = json.loads((path / "bundle.json").read_text()).get("format") in (FORMAT, FORMAT_RECIPE)
         except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
             ours = False
     else:
@@ -326,4 +441,4 @@ def _replaceable(path: Path) -> bool:
     return True
 
 
-__all__ = ["FORMAT", "Probe"]
+__all__ = ["FORMAT", "FORMAT_RECIPE", "Probe"]

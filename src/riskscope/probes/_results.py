@@ -55,6 +55,11 @@ class LayerResult:
     """ROC curve true-positive rates."""
     thresholds: np.ndarray = field(repr=False)
     """ROC curve thresholds on the logit scale (the first is +inf)."""
+    readout: str = "last"
+    """Token readout of the features (``last``, ``mean``, ``max``, ``span``)."""
+    inner_oof: np.ndarray | None = field(default=None, repr=False)
+    """(F, N) inner-validation scores of each outer fold's training rows (NaN elsewhere), for choosing
+    recipes inside the outer folds."""
 
     @property
     def score(self) -> float:
@@ -64,7 +69,8 @@ class LayerResult:
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """JSON-ready dict; ``arrays`` adds the ROC curve and out-of-fold scores."""
         d: dict[str, Any] = {
-            "hook": self.hook, "layer": int(self.layer), "auc": _jf(self.auc), "auc_ci": _fl(self.auc_ci),
+            "hook": self.hook, "layer": int(self.layer), "readout": self.readout, "auc": _jf(self.auc),
+            "auc_ci": _fl(self.auc_ci),
             "f1": _jf(self.f1), "accuracy": _jf(self.accuracy), "pair_accuracy": _jf(self.pair_accuracy),
             "shuffled_auc": _jf(self.shuffled_auc), "shuffled_pair_accuracy": _jf(self.shuffled_pair_accuracy),
             "fold_auc": _fl(self.fold_auc), "C_per_fold": _fl(self.C_per_fold),
@@ -173,6 +179,8 @@ class LexicalResult:
     """``C`` chosen by inner grouped CV in each outer fold."""
     oof_scores: np.ndarray = field(repr=False)
     """(N,) out-of-fold decision values."""
+    inner_oof: np.ndarray | None = field(default=None, repr=False)
+    """(F, N) inner-validation scores at the chosen ``C`` of each outer fold's training rows (NaN elsewhere)."""
 
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """JSON-ready dict; ``arrays`` adds the out-of-fold scores."""

@@ -94,7 +94,7 @@ def summaries(run: Run) -> Summaries | None:
                                 level=boot.level, seed=boot.seed, min_groups=MIN_BOOT_UNITS)
 
     by_cat = {c: summary(np.flatnonzero(cats == c), boot.n) for c in sorted(set(p.category))}
-    src = run.predicted
+    src = run.predicted if _recipe(run) is None else None  # a recipe's predictions are not the point's
     total = summary(np.arange(len(p)), 0 if src is not None else boot.n)
     if src is not None:  # one source for each fact: the run's own numbers for the run's own probe
         total = dataclasses.replace(total, auc=src.auc, auc_ci=src.auc_ci, pair_accuracy=src.pair_accuracy)
@@ -164,8 +164,55 @@ def _roc(run: Run) -> Section:
                    lexical_curve=run.lexical is not None and run.lexical.roc is not None)
 
 
+def _recipe(run: Run) -> dict | None:
+    """metrics.json's recipe selection, when the saved probe is the recipe it chose."""
+    rec = run.metrics.get("recipe") if isinstance(run.metrics, dict) else None
+    saved = run.metrics.get("saved") if isinstance(run.metrics, dict) else None
+    ok = isinstance(rec, dict) and isinstance(rec.get("chosen"), dict)
+    return rec if ok and (not isinstance(saved, dict) or saved.get("kind") == "recipe") else None
+
+
 def _probe_name(run: Run) -> str:
+    rec = _recipe(run)
+    if rec is not None:
+        return f"the recipe {rec['chosen'].get('name', '?')}"
     return run.predicted.name if run.predicted is not None else "the chosen probe"
+
+
+def _nested_rows(rec: dict) -> list[list]:
+    rows = []
+    for label, key in (("chosen by nested CV (any recipe)", "nested"),
+                       ("chosen by nested CV (activations only)", "nested_activations")):
+        n = rec.get(key)
+        if not isinstance(n, dict) or (key == "nested_activations" and n == rec.get("nested")
+                                       and not rec["chosen"].get("uses_lexical")):
+            continue
+        rows.append([label, fmt(n.get("auc"), 3), fmt_ci(n.get("auc_ci"), 3), fmt(n.get("lexical_auc"), 3),
+                     fmt(n.get("delta_auc"), 3, signed=True), fmt_ci(n.get("delta_ci"), 3), fmt(n.get("p_value"), 3),
+                     "yes" if n.get("beats_lexical") else "no", ", ".join(map(str, n.get("chosen_per_fold") or []))])
+    return rows
+
+
+def _recipes(run: Run) -> Section | None:
+    rec = run.metrics.get("recipe") if isinstance(run.metrics, dict) else None
+    if not isinstance(rec, dict) or not isinstance(rec.get("chosen"), dict):
+        return None
+    chosen, act = rec["chosen"].get("name"), (rec.get("best_activations") or {}).get("name")
+    cands = [c for c in rec.get("candidates") or [] if isinstance(c, dict)]
+    rows = [[c.get("name"), c.get("kind"), fmt(c.get("auc"), 3), fmt_ci(c.get("auc_ci"), 3),
+             fmt(c.get("pair_accuracy"), 3)] for c in cands]
+    classes = ["best" if c.get("name") == chosen else "total" if c.get("name") == act else "" for c in cands]
+    if run.lexical is not None:
+        rows.append(["lexical baseline (TF-IDF 1-2 grams)", "words", fmt(run.lexical.auc, 3), "",
+                     fmt(run.lexical.pair_accuracy, 3)])
+        classes.append("")
+    return section("recipes", "Recipes", "Recipe chosen by nested cross-validation", "recipes", chosen=chosen,
+                   best_activations=act, stacked=bool(rec["chosen"].get("uses_lexical")),
+                   head=["Recipe", "Kind", "CV AUC", "95% CI", "Pair accuracy"], rows=rows, classes=classes,
+                   nested_head=["Selection", "Nested AUC", "95% CI", "Lexical AUC", "ΔAUC", "95% CI", "p",
+                                "Beats wording", "Chosen in each outer fold"],
+                   nested_rows=_nested_rows(rec), top_k=_get(rec, "config", "top_k"),
+                   saved=_get(run.metrics, "saved", "name"))
 
 
 def _categories(run: Run, sums: Summaries | None) -> Section:
@@ -240,8 +287,9 @@ def _config(run: Run) -> Section:
 def probe_sections(run: Run) -> tuple[list[Section], list[Section]]:
     """The sections before the live-model ones (dataset .. mistakes) and after them (all metrics, configuration)."""
     sums = summaries(run)
-    before = [_dataset(run, sums), _layers(run), _roc(run), _categories(run, sums), _severity(run),
-              _confusion(run, sums), _errors(run)]
+    recipes = _recipes(run)
+    before = [_dataset(run, sums), *([recipes] if recipes is not None else []), _layers(run), _roc(run),
+              _categories(run, sums), _severity(run), _confusion(run, sums), _errors(run)]
     return before, [_metrics(run), _config(run)]
 
 
