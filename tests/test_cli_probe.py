@@ -164,7 +164,13 @@ SHARED = ("--model", "--dtype", "--device", "--trust-remote-code", "--module-pat
 
 # an option of the same name that means something else there, said in its own help
 DIFFERENT = {("riskscope serve", "--truncate"): "cuts texts to the service's --max-tokens, not the model context",
-             ("riskscope run", "--model"): "repeatable: one run per model and a comparison page"}
+             ("riskscope run", "--model"): "repeatable: one run per model and a comparison page",
+             ("riskscope compare layers", "--model"): "given twice: model A, then model B",
+             ("riskscope evaluate", "--dataset"): "a labelled external set, pairs or single texts",
+             ("riskscope sae risk", "--dataset"): "must be paired",
+             ("riskscope sae browse", "--dataset"): "extra texts for top contexts, '' for none",
+             ("riskscope sae risk", "--limit"): "pairs of the paired dataset",
+             ("riskscope sae risk", "--folds"): "folds of the sparse-vs-dense probe comparison"}
 
 
 def test_shared_options_have_one_help_text():

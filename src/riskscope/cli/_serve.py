@@ -86,8 +86,7 @@ def register(app: typer.Typer) -> None:
         body_timeout: float = typer.Option(10.0, "--body-timeout", help="seconds a client has to send its body "
                                            "(408 beyond: a slow client)"),
         device: str = _common.DeviceOpt,
-        dtype: str = typer.Option("float32", "--dtype", help="model dtype: float32, or bfloat16 (1.4-1.9x faster on "
-                                  "CPUs with AVX512-BF16; scores move slightly, see docs/service.md)"),
+        dtype: str = _common.DTypeOpt,
         threads: Optional[int] = typer.Option(None, "--threads", help="torch threads for the forward worker"),
         allow_remote_without_key: bool = typer.Option(False, "--allow-remote-without-key",
                                                       help="listen off loopback without API keys (not advised)"),
@@ -126,8 +125,6 @@ def register(app: typer.Typer) -> None:
         window: int = typer.Option(10, "--window", help="tokens per window"),
         min_per_bin: int = typer.Option(30, "--min-per-bin", help="merge length bins with fewer texts"),
         device: str = _common.DeviceOpt,
-        dtype: str = typer.Option("float32", "--dtype", help="model dtype: float32, or bfloat16 (1.4-1.9x faster on "
-                                  "CPUs with AVX512-BF16; scores move slightly, see docs/service.md)"),
     ) -> None:
         """Calibrate the filter's thresholds on benign texts to a false-positive rate, per length bin."""
         from ..scorers import PerplexityConfig, calibrate_perplexity
@@ -161,8 +158,6 @@ def register(app: typer.Typer) -> None:
         explain: bool = typer.Option(False, "--explain", help="show every window's log perplexity"),
         as_json: bool = typer.Option(False, "--jsonl", help="JSONL out: one object per text"),
         device: str = _common.DeviceOpt,
-        dtype: str = typer.Option("float32", "--dtype", help="model dtype: float32, or bfloat16 (1.4-1.9x faster on "
-                                  "CPUs with AVX512-BF16; scores move slightly, see docs/service.md)"),
     ) -> None:
         """Score texts: worst-window log perplexity, its length bin's threshold, flagged or not."""
         from ..models import load_model
