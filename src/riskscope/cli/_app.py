@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import _analysis, _common, _data, _melbo, _probe, _sae, _serve
+from . import _analysis, _common, _data, _melbo, _organism, _probe, _sae, _serve
 
 app = typer.Typer(
     name="riskscope",
@@ -31,6 +31,7 @@ _analysis.register(app)  # analyze, neurons, ask, steer, trace, vector ...
 _melbo.register(app)     # melbo
 _sae.register(app)       # sae train
 _serve.register(app)     # serve, perplexity
+_organism.register(app)  # organism plant, show, test
 
 
 def main(argv: list[str] | None = None) -> None:
