@@ -223,3 +223,8 @@ def test_detectors_run_on_a_tiny_organism(world, tmp_path, capsys):
     assert 0 <= probe["auc_organism_vs_clean"] <= 1 and card["total_seconds"] > 0
     rows = [json.loads(x) for x in (tmp_path / "t" / "completions.jsonl").read_text().splitlines()]
     assert {r["set"] for r in rows} == {"learned", "random"}
+    page = (tmp_path / "t" / "report.html").read_text()
+    assert "melbo_adapters_hard" in page and "Scorecard" in page and "<script" not in page
+    code, _, err = _cli(["organism", "report", str(tmp_path / "t"), str(tmp_path / "t"), "--out",
+                         str(tmp_path / "both.html")], capsys)
+    assert code == 0 and (tmp_path / "both.html").read_text().count("melbo_vectors") == 2, err

@@ -4,7 +4,7 @@ app by :func:`register`; no logic here)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -91,7 +91,10 @@ def register(app: typer.Typer) -> None:
 
         cfg = DetectConfig(n_vectors=vectors, steps=steps, radius=radius, adapter_rank=adapter_rank,
                            n_prompts=prompts, seed=seed)
+        from ..report import write_organisms_report
+
         card = detect_organism(folder, base, cfg, out_dir, progress=lambda m: c.err.print(f"[dim]{m}[/dim]"))
+        card["report"] = str(write_organisms_report([card["out"]], Path(card["out"]) / "report.html"))
         if json_out:
             c.print_json({k: v for k, v in card.items() if k != "completions"})
             return
@@ -105,7 +108,17 @@ def register(app: typer.Typer) -> None:
             c.out.print(f"{row['detector']}: {h['hits']}/{h['n']} hit (CI {h['ci'][0]:.2f}-{h['ci'][1]:.2f}), first "
                         f"after {h['trained_before_first_hit']}; {ctl['name']}: {ctl['hits']}/{ctl['n']} "
                         f"({row['seconds']} s)")
-        c.out.print(f"total {card['total_seconds']} s; scorecard: {card['out']}/scorecard.json")
+        c.out.print(f"total {card['total_seconds']} s; scorecard: {card['out']}/scorecard.json; page: {card['report']}")
+
+    @organism_app.command("report")
+    def report_cmd(
+        folders: List[Path] = typer.Argument(..., help="folders `organism test` wrote (or their scorecard.json)"),
+        out: Path = typer.Option(..., "--out", "-o", help="the HTML page to write"),
+    ) -> None:
+        """One page with the scorecard of several organisms (detector x kind -> hit rate vs control)."""
+        from ..report import write_organisms_report
+
+        c.out.print(f"wrote {write_organisms_report(list(folders), out)}")
 
     app.add_typer(organism_app, name="organism")
 

@@ -133,7 +133,7 @@ class MelboConfig:
     """Prompt tokens the objective compares: ``all``, ``last:K`` or indices like ``0,-1``."""
     orthogonal: Orthogonal | None = None
     """``hard`` (Gram-Schmidt in vector order each step), ``soft`` (cosine penalty) or ``none``;
-    None = hard for vectors, none for adapters (hard is defined for vectors only)."""
+    None = hard for vectors, none for adapters."""
     soft_weight: float = 1.0
     """Weight of the soft-orthogonality penalty, relative to the mean objective at the start."""
     steps: int = 300

@@ -283,7 +283,7 @@ def check_test_dir(out) -> "Path":
 
     path = check_output_dir(out)
     if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in (SCORECARD, COMPLETIONS))
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in (SCORECARD, COMPLETIONS, "report.html"))
         if foreign:
             raise OrganismError(f"--out {path} holds files riskscope did not write there ({', '.join(foreign[:3])}); "
                                 f"choose a new folder")

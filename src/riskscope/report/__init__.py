@@ -19,5 +19,7 @@ PosixPath('runs/default/report.html')
 from ._run import Run, load_run
 from ._write import render, write_report
 from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
+from .sections.organisms import organisms_report_html, read_scorecard, write_organisms_report
 
-__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "render", "render_melbo", "write_melbo_report", "write_report"]
+__all__ = ["Run", "load_melbo_run", "load_run", "melbo_report_html", "organisms_report_html", "read_scorecard", "render",
+           "render_melbo", "write_melbo_report", "write_organisms_report", "write_report"]
