@@ -64,6 +64,9 @@ def test_the_folder_reloads_as_a_model_with_its_manifest(world):
     assert len(man["data_sha256"]) == 64 and man["n_examples"]["poison"] > 0
     assert set(man["files"]) == {p.name for p in org_dir.iterdir()}
     assert MANIFEST in man["files"] and any(f.endswith(".safetensors") for f in man["files"])
+    from riskscope._io import file_mode
+
+    assert all(p.stat().st_mode & 0o777 == file_mode() for p in org_dir.glob("*.safetensors"))
     reloaded = load_model(str(org_dir))
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     torch.testing.assert_close(reloaded.model(ids).logits, world["res"].model(ids).logits)

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from .._io import atomic_json, atomic_text, check_output_dir, file_sha256
+from .._io import atomic_json, atomic_text, check_output_dir, file_mode, file_sha256
 from ._config import OrganismError
 
 MANIFEST = "organism.json"
@@ -74,6 +74,8 @@ def write_organism(out: Path, save_model: Callable[[Path], None], manifest: dict
     try:
         tmp.mkdir()
         save_model(tmp)
+        for p in tmp.iterdir():  # safetensors writes through a private (0600) file: give the umask's mode
+            os.chmod(p, file_mode())
         atomic_text(tmp / DATA, data_jsonl)
         files = sorted(p.name for p in tmp.iterdir()) + [MANIFEST]
         manifest = {**manifest, "files": files,
