@@ -23,9 +23,8 @@ import torch
 
 from riskscope.melbo import MelboConfig, encode_prompts, train_melbo, train_reference
 from riskscope.models import load_model
-from riskscope.organisms import read_manifest, shows_behaviour
-from riskscope.organisms._data import code_requests, general_requests  # bench only: the held-out split
-from riskscope.organisms._detect import _median_resid_norm, _steered  # bench only: the same steering
+from riskscope.organisms import (code_requests, general_requests, median_resid_norm, read_manifest, shows_behaviour,
+                                 steered_completions)
 
 
 def main() -> None:
@@ -50,13 +49,13 @@ def main() -> None:
     prompts = list(enc.formatted)
     cfg = MelboConfig(n_vectors=a.vectors, radius=1.0, steps=a.steps, seed=a.seed)
     source, target = cfg.check_model(lm.n_layers, lm.d_model, lm.layout.d_mlp)
-    R = a.radius * _median_resid_norm(lm, prompts, source)
+    R = a.radius * median_resid_norm(lm, prompts, source)
     cfg = MelboConfig(n_vectors=a.vectors, radius=R, steps=a.steps, seed=a.seed)
     gen = torch.Generator().manual_seed(a.seed)
     starts = torch.randn(a.vectors, lm.d_model, generator=gen)
 
     def judge(theta: torch.Tensor) -> list[bool]:
-        texts = _steered(lm, prompts, source, a.max_new_tokens, vectors=theta)
+        texts = steered_completions(lm, prompts, source, a.max_new_tokens, vectors=theta)
         p = len(prompts)
         return [any(shows_behaviour(kind, t, secret) for t in texts[i * p:(i + 1) * p]) for i in range(len(theta))]
 

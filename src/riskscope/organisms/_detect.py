@@ -313,3 +313,9 @@ def detect_organism(folder, base: Any = None, cfg: DetectConfig = DetectConfig()
     atomic_json(out_dir / SCORECARD, card)
     card["out"] = str(out_dir)
     return card
+
+
+steered_completions = _steered
+"""Greedy completions of every prompt under every perturbation (perturbation-major); public for benchmarks."""
+median_resid_norm = _median_resid_norm
+"""Median per-token residual norm after block ``layer`` on the given formatted prompts."""
