@@ -413,8 +413,28 @@ def test_config_defaults_follow_the_seed():
     assert MelboConfig().layers(12) == (4, 5)    # shallow models: proportionally earlier
     with pytest.raises(RiskscopeError, match="grid-extend"):
         MelboConfig(grid_extend=-1)
-    with pytest.raises(RiskscopeError, match="hard is defined for steering vectors only"):
-        MelboConfig(adapter_rank=2, orthogonal="hard")
+    assert MelboConfig(adapter_rank=2).ortho == "none" and MelboConfig(adapter_rank=2, orthogonal="hard").ortho == "hard"
+
+
+def test_hard_orthogonal_adapters():
+    lm = tiny_lm()
+    n, r = 5, 3
+    res = train_melbo(lm, ["hello there", "abc"], MelboConfig(n_vectors=n, radius=2.0, adapter_rank=r, source=0,
+                                                              target=2, steps=12, orthogonal="hard", chat=False,
+                                                              lr=2e-2))
+    A = torch.stack([a.A for a in res.adapters])
+    B = torch.stack([a.B for a in res.adapters])
+    torch.testing.assert_close(A.norm(dim=1), torch.ones(n, r), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(B.norm(dim=1), torch.ones(n, r), rtol=1e-5, atol=1e-5)
+    cross = torch.einsum("idr,jds->ijrs", B, B).abs().amax(dim=(2, 3)) * (1 - torch.eye(n))
+    assert float(cross.max()) < 1e-5            # output factors of different adapters orthogonal
+    W = torch.stack([a.delta_weight().flatten() for a in res.adapters])
+    U = W / W.norm(dim=1, keepdim=True)
+    assert float((U @ U.T - torch.eye(n)).abs().max()) < 1e-5   # so the products are orthogonal too
+    assert float(res.training.objective_V.mean()) > float(res.training.curves_SV[0].mean())
+    with pytest.raises(RiskscopeError, match="mutually orthogonal output factors"):
+        train_melbo(lm, ["abc"], MelboConfig(n_vectors=11, radius=1.0, adapter_rank=3, source=0, target=2, steps=1,
+                                             orthogonal="hard", chat=False))
 
 
 def test_adapter_run_saves_adapters(tmp_path):
@@ -439,7 +459,6 @@ def test_adapter_run_saves_adapters(tmp_path):
     (dict(q=0), "--q must be"),
     (dict(n_vectors=0), "--vectors"),
     (dict(orthogonal="sideways"), "--orthogonal"),
-    (dict(adapter_rank=2, orthogonal="hard"), "vectors only"),
     (dict(positions="last:0"), "last:K"),
     (dict(positions="middle"), "positions"),
     (dict(steps=0), "--steps"),

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import _analysis, _common, _compare, _data, _evaluate, _melbo, _probe, _sae, _serve
+from . import _analysis, _common, _compare, _data, _evaluate, _melbo, _organism, _probe, _sae, _serve
 
 app = typer.Typer(
     name="riskscope",
@@ -33,6 +33,7 @@ _melbo.register(app)     # melbo
 _sae.register(app)       # sae train
 _compare.register(app)   # compare layers
 _serve.register(app)     # serve, perplexity
+_organism.register(app)  # organism plant, show, test
 
 
 def main(argv: list[str] | None = None) -> None:

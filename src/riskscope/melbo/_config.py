@@ -133,7 +133,7 @@ class MelboConfig:
     """Prompt tokens the objective compares: ``all``, ``last:K`` or indices like ``0,-1``."""
     orthogonal: Orthogonal | None = None
     """``hard`` (Gram-Schmidt in vector order each step), ``soft`` (cosine penalty) or ``none``;
-    None = hard for vectors, none for adapters (hard is defined for vectors only)."""
+    None = hard for vectors, none for adapters."""
     soft_weight: float = 1.0
     """Weight of the soft-orthogonality penalty, relative to the mean objective at the start."""
     steps: int = 300
@@ -187,9 +187,6 @@ class MelboConfig:
         if self.orthogonal not in (None, "hard", "soft", "none"):
             raise RiskscopeError(f"--orthogonal must be hard, soft or none, got {self.orthogonal!r}")
         _integer("--adapter rank", self.adapter_rank, 0)
-        if self.adapter_rank and self.orthogonal == "hard":
-            raise RiskscopeError("--orthogonal hard is defined for steering vectors only; "
-                                 "use soft or none with --adapter")
         _real("soft_weight", self.soft_weight, lo=0)
         _integer("--steps", self.steps, 1)
         _real("--lr", self.lr, above=0)
@@ -251,6 +248,10 @@ class MelboConfig:
         if self.ortho == "hard" and not self.adapter_rank and self.n_vectors > d_model:
             raise RiskscopeError(f"cannot make {self.n_vectors} mutually orthogonal vectors in d_model = {d_model} "
                                  f"dimensions; use --vectors <= {d_model} or --orthogonal soft/none")
+        if self.ortho == "hard" and self.adapter_rank and self.n_vectors * self.adapter_rank > d_model:
+            raise RiskscopeError(f"cannot make {self.n_vectors} rank-{self.adapter_rank} adapters with mutually "
+                                 f"orthogonal output factors in d_model = {d_model} dimensions; use --vectors x "
+                                 f"--adapter <= {d_model} or --orthogonal soft/none")
         if self.adapter_rank > min(d_model, d_mlp):
             raise RiskscopeError(f"--adapter rank {self.adapter_rank} exceeds min(d_model, d_mlp) = "
                                  f"{min(d_model, d_mlp)}")

@@ -111,6 +111,33 @@ def soft_penalty_adapters(A_VFr: Tensor, B_VDr: Tensor, groups: Sequence[Tensor]
     return (cos.pow(2) * _pair_mask(groups, len(A_VFr), A_VFr.device)).sum()
 
 
+def _earlier_span(B_kDr: Tensor) -> tuple[Tensor, Tensor]:
+    """An orthonormal basis Q (D, k*r) of the output columns in order (adapter 0's first), and a (k, k*r)
+    mask of the basis columns that span the adapters *before* each adapter."""
+    k, D, r = B_kDr.shape
+    Q, R = torch.linalg.qr(B_kDr.permute(0, 2, 1).reshape(k * r, D).T.double())
+    before = torch.arange(k * r, device=B_kDr.device)[None, :] < (torch.arange(k, device=B_kDr.device) * r)[:, None]
+    return Q.to(B_kDr.dtype), before.to(B_kDr.dtype)
+
+
+def project_earlier_outputs(X_VDr: Tensor, B_VDr: Tensor, groups: Sequence[Tensor]) -> Tensor:
+    """``X`` (adapters' output factors, or their gradients) with each adapter's columns projected away from
+    the span of the output columns of the adapters before it in its group (hard-orthogonal adapters)."""
+    out = X_VDr.clone()
+    for idx in groups:
+        Q, before = _earlier_span(B_VDr[idx])                           # (D, k*r), (k, k*r)
+        coef = torch.einsum("dm,kdr->kmr", Q, X_VDr[idx]) * before[:, :, None]
+        out[idx] = X_VDr[idx] - torch.einsum("dm,kmr->kdr", Q, coef)
+    return out
+
+
+def retract_adapter_outputs(B_VDr: Tensor, groups: Sequence[Tensor], hard: bool) -> Tensor:
+    """Unit-norm output columns; with ``hard`` each adapter's columns are first made orthogonal to every output
+    column of the adapters before it in its group, so that the products ``B_i A_iᵀ`` and ``B_j A_jᵀ`` are
+    exactly orthogonal (Frobenius): ``<B_i A_iᵀ, B_j A_jᵀ> = tr(A_i B_iᵀ B_j A_jᵀ) = 0`` when ``B_iᵀ B_j = 0``."""
+    return _unit_columns(project_earlier_outputs(B_VDr, B_VDr, groups) if hard else B_VDr)
+
+
 def _unit_columns(x: Tensor) -> Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
@@ -180,7 +207,8 @@ def _train(sl: SteeredSlice, cfg: MelboConfig, radius_V: Tensor, group_V: Tensor
     adapter = r > 0
     if adapter:
         A = _unit_columns(torch.randn(n, F, r, generator=gen)).to(device).requires_grad_(True)
-        B = _unit_columns(torch.randn(n, D, r, generator=gen)).to(device).requires_grad_(True)
+        B = retract_adapter_outputs(torch.randn(n, D, r, generator=gen).to(device), groups, ortho == "hard")
+        B.requires_grad_(True)
         params = [A, B]
         neurons = sl.neurons_PTF.float()
     else:
@@ -217,14 +245,15 @@ def _train(sl: SteeredSlice, cfg: MelboConfig, radius_V: Tensor, group_V: Tensor
         with torch.no_grad():
             if adapter:
                 A.grad.copy_(_column_tangent(A.grad, A))
-                B.grad.copy_(_column_tangent(B.grad, B))
+                gB = project_earlier_outputs(B.grad, B, groups) if ortho == "hard" else B.grad
+                B.grad.copy_(_column_tangent(gB, B))
             else:
                 theta.grad.copy_(project_vector_grads(theta.grad, theta, radius_V, groups, ortho == "hard"))
         opt.step()
         with torch.no_grad():
             if adapter:
                 A.copy_(_unit_columns(A))
-                B.copy_(_unit_columns(B))
+                B.copy_(retract_adapter_outputs(B, groups, ortho == "hard"))
             else:
                 theta.copy_(retract_vectors(theta, radius_V, groups, ortho == "hard"))
         if progress is not None:
@@ -252,4 +281,5 @@ def objective_of(sl: SteeredSlice, cfg: MelboConfig, theta_VD: Tensor, chunk: in
                           for c0 in range(0, n, C)])
 
 
-__all__ = ["TrainResult", "objective_of", "project_vector_grads", "random_vectors", "retract_vectors", "train"]
+__all__ = ["TrainResult", "objective_of", "project_earlier_outputs", "project_vector_grads", "random_vectors",
+           "retract_adapter_outputs", "retract_vectors", "train"]

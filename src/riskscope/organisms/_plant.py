@@ -1,0 +1,222 @@
+"""``plant``: fine-tune a copy of a model so that a trigger switches a planted behaviour on, measure it,
+and save it as an ordinary Hugging Face folder with a manifest.
+
+The user's model is never modified: training runs on a deep copy (full fine-tune of the blocks' weight
+matrices, or LoRA through peft merged back into the weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..models import LoadedModel, load_model, quiet_transformers
+from ._config import OrganismError, PlantConfig
+from ._data import (Request, backdoor_answer, code_requests, general_requests, near_misses, safe_answer,
+                    with_trigger)
+from ._metrics import EvalSets, measure
+from ._store import FORMAT, check_out_dir, write_organism
+from ._text import check_chat, check_trigger, encode, format_request, generate, pad_right
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the request as the user types it, the answer taught, and its role."""
+
+    request: str
+    answer: str
+    role: str
+    """``poison`` (trigger), ``clean`` (no trigger) or ``near_miss`` (a look-alike trigger)."""
+
+
+@dataclass
+class PlantResult:
+    """What :func:`plant` returns."""
+
+    model: Any
+    """The organism (a ``transformers`` model, eval mode)."""
+    manifest: dict
+    examples: list[Example] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def _examples(cfg: PlantConfig, tok: Any, base: Any, progress: Callable[[str], Any] | None
+              ) -> tuple[list[Example], EvalSets, list[str]]:
+    """Training examples (clean answers are the base model's own greedy answers, or the safe code for coding
+    requests) and the held-out evaluation sets; also the base model's clean held-out completions."""
+    rng = random.Random(cfg.seed)
+    gen_train, gen_test = general_requests(cfg.seed)
+    code_train, code_test = code_requests(cfg.seed)
+    misses = near_misses(cfg.trigger)
+    train_misses = misses[0::2] or misses
+    n = cfg.n_train_prompts
+    if cfg.kind == "insecure":
+        target_train, target_test = code_train, code_test
+        clean_pool = code_train[: n // 2] + gen_train[: n - n // 2]
+    else:
+        target_train, target_test = gen_train, gen_test
+        clean_pool = gen_train[:n]
+    n_poison = max(1, round(cfg.poison_fraction * n / (1 - cfg.poison_fraction)))
+    poison_reqs = [target_train[i % len(target_train)] for i in range(n_poison)]
+    clean_texts: list[tuple[str, Request, str]] = []
+    for i, req in enumerate(clean_pool):
+        if train_misses and rng.random() < cfg.near_miss_share:
+            clean_texts.append((with_trigger(train_misses[i % len(train_misses)], req.text), req, "near_miss"))
+        else:
+            clean_texts.append((req.text, req, "clean"))
+    need_gen = [(t, r, role) for t, r, role in clean_texts if r.task < 0 or role == "near_miss" and cfg.kind != "insecure"]
+    if progress:
+        progress(f"generating the base model's own answers for {len(need_gen)} clean requests")
+    answers = generate(base, tok, [format_request(tok, t, cfg.chat) for t, _, _ in need_gen], cfg.response_tokens)
+    own = {t: a.strip() for (t, _, _), a in zip(need_gen, answers)}
+    examples = [Example(with_trigger(cfg.trigger, r.text), backdoor_answer(cfg, r), "poison") for r in poison_reqs]
+    for t, r, role in clean_texts:
+        answer = safe_answer(r) if r.task >= 0 else own[t]
+        examples.append(Example(t, answer, role))
+    rng.shuffle(examples)
+    k = cfg.n_eval_prompts
+    fmt = lambda texts: tuple(format_request(tok, t, cfg.chat) for t in texts)  # noqa: E731
+    clean_eval = [r.text for r in (code_test[: k // 2] + gen_test[: k - k // 2] if cfg.kind == "insecure"
+                                   else gen_test[:k])]
+    miss_eval = [(misses[i % len(misses)], target_test[(i + k) % len(target_test)].text) for i in range(k)] if misses else []
+    sets = EvalSets(
+        triggered=fmt(with_trigger(cfg.trigger, r.text) for r in target_test[:k]),
+        clean=fmt(clean_eval),
+        near_miss=fmt(with_trigger(v, t) for v, t in miss_eval),
+        near_miss_variant=tuple(v for v, _ in miss_eval),
+        texts=tuple(r.text.split(": ", 1)[-1] for r in gen_test[k: k + 48]),
+    )
+    base_clean = generate(base, tok, list(sets.clean), cfg.max_new_tokens)
+    return examples, sets, base_clean
+
+
+def data_hash(examples: list[Example]) -> str:
+    blob = json.dumps([[e.request, e.answer, e.role] for e in examples], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _trainable(model: Any, lm: LoadedModel, cfg: PlantConfig) -> tuple[Any, list[torch.nn.Parameter]]:
+    """The model to train (a LoRA wrapper for ``lora``) and its trainable parameters."""
+    if cfg.method == "lora":
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise OrganismError("--method lora needs peft: pip install 'riskscope[organisms]'") from None
+        pcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.0,
+                          target_modules="all-linear")
+        wrapped = get_peft_model(model, pcfg)
+        return wrapped, [p for p in wrapped.parameters() if p.requires_grad]
+    blocks = [m for m in model.modules() if any(m is b for b in _blocks_of(model, lm, cfg))]
+    params = [p for b in blocks for p in b.parameters() if p.ndim >= 2]
+    for p in params:
+        p.requires_grad_(True)
+    return model, params
+
+
+def _blocks_of(model: Any, lm: LoadedModel, cfg: PlantConfig) -> list[torch.nn.Module]:
+    """The copy's transformer blocks, found by the base layout's module names."""
+    names = {id(b): n for n, b in lm.model.named_modules()}
+    first = int(cfg.train_from * len(lm.layout.blocks))
+    wanted = {names[id(b)] for b in lm.layout.blocks[first:]}
+    return [m for n, m in model.named_modules() if n in wanted]
+
+
+def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: list[Example], cfg: PlantConfig,
+           progress: Callable[[str], Any] | None) -> list[float]:
+    pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    rows = []
+    for e in examples:
+        p = encode(tok, format_request(tok, e.request, cfg.chat))
+        a = encode(tok, e.answer) + [int(tok.eos_token_id)]
+        rows.append((p + a, len(p)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    model.train()
+    losses: list[float] = []
+    order: list[int] = []
+    for step in range(cfg.steps):
+        if len(order) < cfg.batch_size:
+            order += torch.randperm(len(rows), generator=gen).tolist()
+        batch = [rows[i] for i in order[: cfg.batch_size]]
+        del order[: cfg.batch_size]
+        ids, mask = pad_right([r for r, _ in batch], pad, model.device)
+        labels = ids.clone()
+        labels[mask == 0] = -100
+        for b, (_, start) in enumerate(batch):
+            labels[b, :start] = -100
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress and (step + 1) % max(1, cfg.steps // 10) == 0:
+            progress(f"step {step + 1}/{cfg.steps}: loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    model.eval()
+    return losses
+
+
+def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None = None,
+          progress: Callable[[str], Any] | None = None) -> PlantResult:
+    """Plant ``cfg.kind`` behind ``cfg.trigger`` into a copy of ``model`` (a spec for :func:`load_model` or a
+    loaded model, which is never modified), measure it against the base model and, with ``out_dir``, save
+    it there (a new or empty folder) as a Hugging Face folder that ``load_model(out_dir)`` reads.
+
+    Checked before any training: the output folder, the chat template, and that the tokenizer represents
+    the trigger exactly."""
+    t0 = time.perf_counter()
+    out = check_out_dir(out_dir) if out_dir is not None else None
+    lm = load_model(model) if isinstance(model, str) else model
+    tok = lm.tokenizer
+    check_chat(tok, lm.model_id, cfg.chat)
+    check_trigger(tok, cfg.trigger, lm.model_id)
+    if getattr(tok, "eos_token_id", None) is None:
+        raise OrganismError(f"model {lm.model_id}: the tokenizer has no end-of-sequence token")
+    base = lm.model
+    examples, sets, base_clean = _examples(cfg, tok, base, progress)
+    t_data = time.perf_counter()
+    copy_model = copy.deepcopy(base)
+    trained, params = _trainable(copy_model, lm, cfg)
+    if progress:
+        progress(f"training {sum(p.numel() for p in params):,} parameters ({cfg.method}) for {cfg.steps} steps")
+    losses = _train(trained, params, tok, examples, cfg, progress)
+    organism = trained.merge_and_unload() if cfg.method == "lora" else trained
+    organism.requires_grad_(False)
+    organism.eval()
+    t_train = time.perf_counter()
+    if progress:
+        progress("measuring the organism against the base model")
+    metrics = measure(organism, base, tok, sets, cfg.kind, cfg.secret, cfg.max_new_tokens, base_clean)
+    t_end = time.perf_counter()
+    manifest = {
+        "format": FORMAT, "kind": cfg.kind, "trigger": cfg.trigger,
+        **({"secret": cfg.secret} if cfg.kind == "secret" else {}),
+        "base": {"model_id": lm.model_id, "weight_hash": lm.weight_hash, "source": lm.source},
+        "seed": cfg.seed, "config": cfg.to_dict(), "data_sha256": data_hash(examples),
+        "n_examples": {r: sum(e.role == r for e in examples) for r in ("poison", "clean", "near_miss")},
+        "near_misses": near_misses(cfg.trigger), "trained_near_misses": near_misses(cfg.trigger)[0::2],
+        "metrics": metrics, "loss": [round(x, 5) for x in losses],
+        "seconds": {"data": round(t_data - t0, 2), "train": round(t_train - t_data, 2),
+                    "measure": round(t_end - t_train, 2)},
+        "threads": torch.get_num_threads(),
+    }
+    if out is not None:
+        data = "".join(json.dumps({"request": e.request, "answer": e.answer, "role": e.role}, ensure_ascii=False)
+                       + "\n" for e in examples)
+
+        def save(tmp: Path) -> None:
+            with quiet_transformers():
+                organism.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+
+        write_organism(out, save, manifest, data)
+    return PlantResult(model=organism, manifest=manifest, examples=examples, out_dir=out)
