@@ -23,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 WIDTHS = (1000, 1400, 1600)
-REPORT_SECTIONS = ("verdict", "dataset", "layers", "roc", "categories", "severity", "confusion", "errors", "ask",
+REPORT_SECTIONS = ("verdict", "dataset", "recipes", "layers", "roc", "categories", "severity", "confusion", "errors", "ask",
                    "neurons", "traces", "steering", "metrics", "config")
 MELBO_SECTIONS = ("setup", "controls", "radius", "training", "unsteered", "clusters", "completions", "files")
 

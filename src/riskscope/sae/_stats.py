@@ -3,7 +3,7 @@
 Every function takes arrays and returns arrays or plain dicts; :mod:`._risk` feeds them a model's numbers.
 
 >>> benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.2])).round(3).tolist()
-[0.04, 0.04, 0.04, 0.2]
+[0.04, 0.053, 0.053, 0.2]
 """
 
 from __future__ import annotations
