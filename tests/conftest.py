@@ -58,6 +58,17 @@ def _no_env_leak(request):
     assert after == before, f"{request.module.__name__} left the environment changed: {before} -> {after}"
 
 
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory):
+    """RISKSCOPE_HOME in a temporary folder for one test module (unless the machine sets one), restored at
+    the module's teardown; a module-scoped world fixture requests it before it builds anything."""
+    mp = pytest.MonkeyPatch()
+    if not os.environ.get("RISKSCOPE_HOME"):
+        mp.setenv("RISKSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
+    yield os.environ.get("RISKSCOPE_HOME")
+    mp.undo()
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: tiny models run fastest so, and on a busy 2-CPU machine OpenMP's

@@ -71,14 +71,11 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str, BaseException | None]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, module_home):
     """A tiny model, a 10-pair dataset, a good run (with vectors) and a 4-chunk store, made once."""
     import _pytest.capture  # noqa: F401
 
     root = tmp_path_factory.mktemp("bad_inputs_world")
-    mp = pytest.MonkeyPatch()  # undone at teardown: later modules must see the machine's own RISKSCOPE_HOME
-    if not os.environ.get("RISKSCOPE_HOME"):
-        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
     model = build_tiny_hf(root / "model")
     data = root / "pairs.jsonl"
     data.write_text(_jsonl(_pairs(10)))
@@ -100,7 +97,6 @@ def world(tmp_path_factory):
             sys.argv = old
     assert (run / "probe").is_dir() and (store / "manifest.json").is_file()
     yield {"model": model, "data": data, "run": run, "store": store}
-    mp.undo()
 
 
 # --------------------------------------------------------------------------------------------------

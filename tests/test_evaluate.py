@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -58,12 +57,9 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, module_home):
     """A tiny model, another tiny model (other weights), a 10-pair run and a small external set."""
     root = tmp_path_factory.mktemp("evaluate_world")
-    mp = pytest.MonkeyPatch()
-    if not os.environ.get("RISKSCOPE_HOME"):
-        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
     model = build_tiny_hf(root / "model")
     other = build_tiny_hf(root / "other", seed=1)
     train = root / "train.jsonl"
@@ -86,7 +82,6 @@ def world(tmp_path_factory):
     external = root / "external.jsonl"
     external.write_text(_jsonl(ext))
     yield {"model": model, "other": other, "run": run, "external": external, "root": root}
-    mp.undo()
 
 
 def _snapshot(root: Path) -> dict[str, str]:

@@ -4,7 +4,6 @@ false-positive rate per length bin, the per-window explanation, the CLI and the 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -20,13 +19,9 @@ from tinyhf import build_tiny_hf
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
+def tiny_dir(tmp_path_factory, module_home):
     root = tmp_path_factory.mktemp("ppl")
-    mp = pytest.MonkeyPatch()  # undone at teardown: later modules must see the machine's own RISKSCOPE_HOME
-    if not os.environ.get("RISKSCOPE_HOME"):
-        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
     yield build_tiny_hf(root / "model")
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,12 +61,9 @@ def _cli(args: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, module_home):
     """A tiny model folder, a 10-pair dataset, a run folder with its probe (made by `riskscope run`), key files."""
     root = tmp_path_factory.mktemp("service_world")
-    mp = pytest.MonkeyPatch()  # undone at teardown: later modules must see the machine's own RISKSCOPE_HOME
-    if not os.environ.get("RISKSCOPE_HOME"):
-        mp.setenv("RISKSCOPE_HOME", str(root / "home"))
     model = build_tiny_hf(root / "model")
     data = root / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _pairs(10)))
@@ -78,7 +74,6 @@ def world(tmp_path_factory):
     keys = root / "keys.txt"
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B} 0.001 2\n")
     yield {"root": root, "model": model, "run": run, "keys": keys}
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
