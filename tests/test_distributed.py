@@ -198,6 +198,7 @@ def tiny_model(tmp_path_factory):
 @pytest.mark.parametrize("extra,words", [
     (["--workers", "2", "--engine", "spark"], ["--engine 'spark'", "ray"]),
     (["--workers", "0"], ["--workers"]),
+    (["--engine", "ray"], ["--engine ray needs --workers N or --address"]),
     (["--workers", "2", "--engine", "local"], ["--engine local"]),
     (["--address", "ray://127.0.0.1:{port}"], ["cannot reach a Ray cluster", "127.0.0.1"]),
     (["--address", "http://x:1"], ["ray://host:port"]),

@@ -67,7 +67,8 @@ def cache(
     workers: Optional[int] = typer.Option(
         None, "--workers", help="cache with N worker processes, one model copy each (one GPU each with --device "
         "cuda); the store is the same as one process writes"),
-    engine: str = typer.Option("ray", "--engine", help="engine for --workers: ray (pip install 'riskscope[ray]')"),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="engine for --workers or --address: ray (the default; pip install 'riskscope[ray]')"),
     address: Optional[str] = typer.Option(
         None, "--address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: start a local "
         "one with --workers CPUs (workers on other hosts need the store on a shared filesystem)"),
@@ -117,12 +118,17 @@ def cache(
                     + (f", {len(extra['workers'])} {extra['engine']} workers" if extra else ""))
 
 
-def _distributed(workers: Optional[int], engine: str, address: Optional[str], device: str):
+def _distributed(workers: Optional[int], engine: Optional[str], address: Optional[str], device: str):
     """The distributed settings of ``cache`` (None for one process), every check that needs no model made."""
-    if workers is None and address is None:
-        return None
     from ..distributed import DistributedConfig, DistributedError, check_engine, check_reachable
     from ..models import check_device
+
+    if workers is None and address is None:
+        if engine is not None:  # an engine alone would be silently ignored
+            raise DistributedError(f"--engine {engine} needs --workers N or --address; without them the cache "
+                                   "runs in this process")
+        return None
+    engine = engine or "ray"
 
     n = 1 if workers is None else workers
     if engine == "local" and n > 1:
