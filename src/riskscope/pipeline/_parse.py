@@ -18,9 +18,10 @@ READOUTS = ("last", "mean", "max", "span")
 over the tokens where a pair's twins differ (scored as the mean for a single text)."""
 
 DEFAULT_READOUTS = ("last", "mean", "span")
-"""What ``riskscope run`` caches and lets compete by default. ``max`` is left out: on the built-in pairs it was
-the weakest readout at every layer (best cross-validated AUC 0.660 against 0.733 for ``mean``; no outer fold's
-inner selection chose it), so it only cost time; ``--readouts last,mean,max,span`` brings it back."""
+"""What ``riskscope run`` caches and lets compete by default. ``max`` is left out: on the built-in pairs
+(version 1) it was the weakest readout at every layer (best cross-validated AUC 0.660 against 0.733 for
+``mean``; no outer fold's inner selection chose it), so it only cost time; ``--readouts last,mean,max,span``
+brings it back."""
 
 
 def parse_readouts(value: str | Sequence[str]) -> tuple[str, ...]:
