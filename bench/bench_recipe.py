@@ -136,8 +136,8 @@ def main() -> None:
         f"{len(y)} texts). torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
         f"{load0[0]:.1f} at start, {load1[0]:.1f} at end (other work shared the 2 cores, niced).", "",
         f"Candidates: {len(ours)} single probes ({args.readouts} x {args.hooks} x layers {args.layers}), their "
-        f"layer sets (the best 3 layers of each readout) and the stack with the lexical model; {cfg.folds} outer x {cfg.inner_folds} inner grouped "
-        f"folds x {len(cfg.Cs)} C; the lexical model is fitted once and shared.", "",
+        f"layer sets (the best 3 layers of each readout) and the stack with the lexical model; {cfg.folds} outer "
+        f"x {cfg.inner_folds} inner grouped folds x {len(cfg.Cs)} C; the lexical model is fitted once and shared.", "",
         "| path | wall (s) | CPU (s) | speed-up, wall | speed-up, CPU |",
         "| --- | ---: | ---: | ---: | ---: |",
         f"| riskscope `evaluate_layers` + `select_recipe` | {t_ours:.1f} | {c_ours:.1f} | {t_sk / t_ours:.1f}x | "
