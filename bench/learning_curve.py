@@ -5,7 +5,13 @@ pairs), and the run's probe protocol is applied to it: riskscope.probes.evaluate
 bundled hook point (nested grouped CV, C chosen by the inner folds) with the lexical baseline (TF-IDF on the
 same folds). The activations are read from the run's store, so nothing runs through the model.
 
+With ``--recipes`` the whole recipe protocol of ``riskscope run`` is applied to each subset instead: probes
+at every point and readout of the store, then ``select_recipe`` (single points, layer sets, the stack with
+the lexical model); the table gives the best activation-only recipe's CV AUC (chosen on the subset, as the
+run's bundle is) and the nested estimate of the whole selection (outer folds never seen by the choice).
+
     python bench/learning_curve.py --run /tmp/eval_run [--seeds 3] [--out docs/learning_curve.json]
+    python bench/learning_curve.py --run RUN --recipes [--seeds 3]   # RUN may be a bare store
 
 Prints a Markdown table (mean and range over seeds) and writes the raw figures as JSON.
 """
@@ -20,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from riskscope.pipeline import open_run_store
-from riskscope.probes import Probe, ProbeConfig, evaluate_layers
+from riskscope.probes import Probe, ProbeConfig, RecipeConfig, evaluate_layers, select_recipe
 
 
 def subset_pairs(categories: dict[str, list[str]], fraction: float, seed: int) -> set[str]:
@@ -34,6 +40,28 @@ def subset_pairs(categories: dict[str, list[str]], fraction: float, seed: int) -
     return keep
 
 
+def recipe_curve_point(store, idx: np.ndarray, y, groups, texts, folds: int, seed: int,
+                       readouts: set[str] | None = None) -> dict:
+    """The run's recipe protocol on rows ``idx``: probes at every stored point and readout, then the nested
+    recipe selection with the lexical model on the same folds."""
+    config = ProbeConfig(folds=folds, n_bootstrap=200, seed=seed)
+    results, lexical, fold = [], None, None
+    for readout in sorted({r for p in store.points for r in store.readouts(p) if not readouts or r in readouts}):
+        acts = {(p.hook, p.layer): store.read(p, readout=readout)[idx] for p in store.points
+                if readout in store.readouts(p)}
+        ev = evaluate_layers(acts, y[idx], groups[idx], config, readout=readout,
+                             texts=None if lexical is not None else [texts[i] for i in idx])
+        results += list(ev.results)
+        lexical = lexical or ev.lexical
+        fold = ev.folds
+    sel = select_recipe(results, y[idx], groups[idx], fold, lexical, RecipeConfig(n_bootstrap=200, seed=seed))
+    best, nested = sel.best_activations, sel.nested_activations
+    return {"probe_auc": best.auc, "probe_auc_ci": list(best.auc_ci), "probe_pair_accuracy": best.pair_accuracy,
+            "recipe": best.kind + " " + "+".join(":".join(map(str, k)) for k in best.parts),
+            "nested_auc": nested.auc if nested else None, "nested_pair_accuracy": nested.pair_accuracy if nested else None,
+            "lexical_auc": lexical.auc, "lexical_pair_accuracy": lexical.pair_accuracy}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="/tmp/eval_run", help="run folder (its store and probe bundle)")
@@ -41,11 +69,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the raw figures here as JSON")
+    ap.add_argument("--recipes", action="store_true", help="the run's whole recipe protocol on each subset")
+    ap.add_argument("--readouts", default="", help="with --recipes: only these stored readouts (e.g. mean)")
     args = ap.parse_args()
     run = Path(args.run)
     store = open_run_store(run)
-    probe = Probe.load(run)
-    X = store.read(probe.point)
     rows = store.rows
     y = np.asarray([int(r["label"]) for r in rows])
     groups = np.asarray([r["pair_id"] for r in rows])
@@ -55,6 +83,10 @@ def main() -> None:
         if r["label"] == 1:
             cats.setdefault(r["category"], []).append(r["pair_id"])
     fractions = [float(f) for f in args.fractions.split(",")]
+    if args.recipes:  # needs only the store: every point and readout in it compete, as in `riskscope run`
+        return recipe_curve(store, cats, y, groups, texts, fractions, args)
+    probe = Probe.load(run)
+    X = store.read(probe.point)
     results = []
     for frac in fractions:
         for seed in range(args.seeds if frac < 1 else 1):
@@ -93,6 +125,34 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps({"probe": probe.name, "positions": probe.positions, "folds": args.folds,
                                               "results": results}, indent=1) + "\n")
+
+
+def recipe_curve(store, cats, y, groups, texts, fractions, args) -> None:
+    results = []
+    for frac in fractions:
+        for seed in range(args.seeds):  # at 100 % the seeds are fold assignments
+            t = time.perf_counter()
+            keep = subset_pairs(cats, frac, seed) if frac < 1 else set(groups.tolist())
+            idx = np.flatnonzero([g in keep for g in groups])
+            res = recipe_curve_point(store, idx, y, groups, texts, args.folds, seed,
+                                     set(filter(None, args.readouts.split(","))) or None)
+            results.append({"fraction": frac, "seed": seed, "pairs": len(keep), **res,
+                            "seconds": round(time.perf_counter() - t, 1)})
+            print(json.dumps(results[-1]), flush=True)
+    print(f"\nrecipe protocol ({args.folds}-fold grouped CV, nested selection), seeds {args.seeds}\n")
+    print("| share of pairs | pairs | best activation recipe, CV AUC (mean, min-max) | its pair acc. "
+          "| nested selection AUC (mean) | lexical CV AUC (mean, min-max) | lexical pair acc. |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for frac in fractions:
+        rs = [r for r in results if r["fraction"] == frac]
+        pa, la = np.array([r["probe_auc"] for r in rs]), np.array([r["lexical_auc"] for r in rs])
+        na = np.array([r["nested_auc"] for r in rs if r["nested_auc"] is not None])
+        print(f"| {frac:.0%} | {rs[0]['pairs']} | {pa.mean():.3f} ({pa.min():.3f}-{pa.max():.3f}) | "
+              f"{np.mean([r['probe_pair_accuracy'] for r in rs]):.3f} | {na.mean() if len(na) else float('nan'):.3f} | "
+              f"{la.mean():.3f} ({la.min():.3f}-{la.max():.3f}) | {np.mean([r['lexical_pair_accuracy'] for r in rs]):.3f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"protocol": "recipes", "folds": args.folds, "results": results},
+                                             indent=1) + "\n")
 
 
 if __name__ == "__main__":

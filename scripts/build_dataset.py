@@ -5,10 +5,12 @@
     python scripts/build_dataset.py lexical                         # the lexical control, all variants
     python scripts/build_dataset.py leaks [-n 30]                   # what the lexical model keys on
     python scripts/build_dataset.py report                          # markdown tables for the datasheet
+    python scripts/build_dataset.py novelty [--new-from 33]         # new pairs: overlap, lexical control alone
 
 The data file (src/riskscope/data/builtin/cyber_risk_pairs.jsonl) is the source of truth; ``build``
-re-creates it from the writers' drafts (data_drafts/, not in git) plus the reviewed rewrites in
-``REVISIONS`` below, which also documents every text changed after drafting.
+re-creates its version 1 pairs (001-032 of each category) from the writers' drafts (data_drafts/, not
+in git) plus the reviewed rewrites in ``REVISIONS`` below, which also documents every text changed after
+drafting, and keeps the version 2 pairs (033 and up) as the file has them.
 
 ``lexical_control`` is shared with tests/test_dataset_quality.py so the figure in
 docs/datasets/cyber_risk_pairs.md and the test agree.
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "src" / "riskscope" / "data" / "builtin"
 DATA_FILE = DATA_DIR / "cyber_risk_pairs.jsonl"
 FORBIDDEN_FILE = DATA_DIR / "forbidden_words.txt"
+HELDOUT_FILE = DATA_DIR / "cyber_risk_heldout.jsonl"
 
 CATEGORIES = ("privacy", "authentication", "malware", "social_engineering", "code_vulnerability", "network",
               "data_exfiltration", "supply_chain", "physical_access", "cloud_misconfiguration",
@@ -282,6 +285,73 @@ def cross_pair_similarity(pairs: list[dict]) -> dict:
             "max_jaccard": float(jac[k, m]), "jaccard_pair": (pairs[pid[k]]["pair_id"], pairs[pid[m]]["pair_id"])}
 
 
+def nearest_other(new: list[dict], others: list[dict], same_set: bool = False) -> list[dict]:
+    """For every text of ``new``, its closest text in ``others`` (a different pair) by TF-IDF (word 1-2 gram,
+    fitted on both) cosine and by token Jaccard. With ``same_set`` the two lists are the same pairs."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    a = [(p["pair_id"], s, p[s]) for p in new for s in ("risky", "benign")]
+    b = [(p["pair_id"], s, p[s]) for p in others for s in ("risky", "benign")]
+    vec = TfidfVectorizer(ngram_range=(1, 2)).fit([t for *_, t in a + b])
+    cos = (vec.transform([t for *_, t in a]) @ vec.transform([t for *_, t in b]).T).toarray()
+    tb = [tokens(t) for *_, t in b]
+    out = []
+    for i, (pid, side, text) in enumerate(a):
+        ta = tokens(text)
+        jac = np.array([len(ta & x) / len(ta | x) for x in tb])
+        if same_set:
+            mask = np.array([q == pid for q, *_ in b])
+            cos[i, mask] = -1
+            jac[mask] = -1
+        j, k = int(np.argmax(cos[i])), int(np.argmax(jac))
+        out.append({"text": f"{pid}:{side}", "cosine": float(cos[i, j]), "cosine_with": f"{b[j][0]}:{b[j][1]}",
+                    "jaccard": float(jac[k]), "jaccard_with": f"{b[k][0]}:{b[k][1]}"})
+    return out
+
+
+def riskscope_lexical(pairs: list[dict], seed: int = 0) -> dict:
+    """riskscope's own lexical baseline (``riskscope.probes.lexical_baseline``: sublinear TF-IDF, C chosen per
+    fold by inner grouped CV, 5 seeded pair-grouped folds), as the probe reports show it."""
+    from riskscope.probes import lexical_baseline
+
+    texts = [t for p in pairs for t in (p["risky"], p["benign"])]
+    res = lexical_baseline(texts, np.tile([1, 0], len(pairs)), np.repeat(np.arange(len(pairs)), 2), 5, seed=seed)
+    return {"auc": float(res.auc), "pair_accuracy": float(res.pair_accuracy)}
+
+
+def pair_number(pair_id: str) -> int:
+    return int(pair_id.rsplit("-", 1)[1])
+
+
+def novelty(pairs: list[dict], new_from: int, threshold: float = 0.35) -> str:
+    """Checks of the pairs numbered ``new_from`` and up: closest held-out, older and other new texts (flagged
+    above ``threshold`` cosine or Jaccard), and the lexical control on the new pairs alone and on all pairs."""
+    new = [p for p in pairs if pair_number(p["pair_id"]) >= new_from]
+    old = [p for p in pairs if pair_number(p["pair_id"]) < new_from]
+    held = load_pairs(HELDOUT_FILE)
+    out = [f"{len(new)} new pairs, {len(old)} older"]
+    for name, others, same in (("held-out", held, False), ("older", old, False), ("other new", new, True)):
+        if not others:
+            continue
+        near = nearest_other(new, others, same)
+        top_c = max(near, key=lambda r: r["cosine"])
+        top_j = max(near, key=lambda r: r["jaccard"])
+        out.append(f"vs {name}: max cosine {top_c['cosine']:.3f} ({top_c['text']} ~ {top_c['cosine_with']}), "
+                   f"max jaccard {top_j['jaccard']:.3f} ({top_j['text']} ~ {top_j['jaccard_with']})")
+        out += [f"  FLAG {r['text']} ~ {r['cosine_with']} cos {r['cosine']:.3f} / {r['jaccard_with']} jac "
+                f"{r['jaccard']:.3f}" for r in near if r["cosine"] > threshold or r["jaccard"] > threshold]
+    if len(new) >= 10:
+        r = lexical_control(new)
+        out.append(f"lexical control, new pairs alone: AUC {r['auc']:.3f}, pair accuracy {r['pair_accuracy']:.3f}")
+    r = lexical_control(pairs)
+    out.append(f"lexical control, all {len(pairs)} pairs: AUC {r['auc']:.3f}, pair accuracy {r['pair_accuracy']:.3f}")
+    for name, subset in (("new pairs alone", new), (f"all {len(pairs)} pairs", pairs)):
+        if len(subset) >= 10:
+            r = riskscope_lexical(subset)
+            out.append(f"riskscope lexical baseline, {name}: AUC {r['auc']:.3f}, pair accuracy {r['pair_accuracy']:.3f}")
+    return "\n".join(out)
+
+
 # -------------------------------------------------------------------------------------------- build
 
 def build(drafts: Path) -> list[dict]:
@@ -297,6 +367,8 @@ def build(drafts: Path) -> list[dict]:
         for k, v in rev.items():
             if k != "why":
                 p[k] = v
+    # version 2 pairs (033 and up) have no separate drafts: the data file holds them
+    pairs += [p for p in load_pairs(DATA_FILE) if pair_number(p["pair_id"]) > 32] if DATA_FILE.is_file() else []
     assign_split(pairs)
     return [{k: p[k] for k in FIELDS} for p in pairs]
 
@@ -347,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     lk = sub.add_parser("leaks")
     lk.add_argument("--data", type=Path, default=DATA_FILE)
     lk.add_argument("-n", type=int, default=30)
+    nv = sub.add_parser("novelty")
+    nv.add_argument("--data", type=Path, default=DATA_FILE)
+    nv.add_argument("--new-from", type=int, default=33, help="pairs numbered this and up are the new ones")
+    nv.add_argument("--threshold", type=float, default=0.35)
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -367,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "leaks":
         print(leaks(pairs, args.n))
+        return 0
+    if args.cmd == "novelty":
+        print(novelty(pairs, args.new_from, args.threshold))
         return 0
     print(report(pairs))
     return 0

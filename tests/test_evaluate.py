@@ -105,6 +105,7 @@ def test_evaluate_cli_writes_consistent_outputs(world, capsys, tmp_path):
     p = np.array([s["score"] for s in scores])
     lex = np.array([s["lexical_score"] for s in scores])
     pm = r["probe_metrics"]
+    assert r["probe"]["hook"] in r["probe"]["recipe"]  # the whole recipe in words (the table title)
     # one definition of each figure: the JSON agrees with the per-text scores it wrote
     assert pm["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-5)
     assert r["lexical"]["auc"] == pytest.approx(roc_auc_score(y, lex), abs=1e-5)

@@ -177,13 +177,13 @@ def test_run_saves_the_recipe_chosen_by_nested_cv(monkeypatch, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     rec = m["recipe"]
     readouts = {p["readout"] for c in rec["candidates"] for p in c["parts"] if "readout" in p}
-    assert readouts == {"last", "mean", "max", "span"}
+    assert readouts == {"last", "mean", "span"}  # max only on request (pipeline.DEFAULT_READOUTS)
     assert rec["chosen"]["name"] == rec["candidates"][0]["name"] == m["saved"]["name"]
     assert len(rec["nested"]["chosen_per_fold"]) == 3 and rec["nested"]["delta_ci"][0] <= rec["nested"]["delta_ci"][1]
     probe = Probe.load(run)
     assert probe.recipe.startswith(rec["chosen"]["name"].split(" ")[0])
     store_manifest = json.loads((run / "store" / "manifest.json").read_text())
-    assert set(store_manifest["readouts"]) == {"mean", "max", "span"}
+    assert set(store_manifest["readouts"]) == {"mean", "span"}
     assert all(p.startswith("resid_post") for p in store_manifest["readouts"]["mean"])
     scores = probe.score(["the clerk mailed the list home"], lm)
     assert scores.shape == (1,) and 0 <= scores[0] <= 1

@@ -59,7 +59,7 @@ def evaluate(
         return
     from rich.table import Table
 
-    t = Table(title=f"{r['probe']['name']} on {r['dataset']['name']} ({r['n_texts']} texts, {r['n_pairs']} pairs)")
+    t = Table(title=f"{r['probe'].get('recipe') or r['probe']['name']} on {r['dataset']['name']} ({r['n_texts']} texts, {r['n_pairs']} pairs)")
     for col in ("model", "AUC", "95% CI", "pair acc", "95% CI", "F1", "accuracy"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for name, m in (("probe", r["probe_metrics"]), ("lexical", r["lexical"])):

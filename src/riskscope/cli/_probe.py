@@ -172,7 +172,7 @@ def run(
     hooks: str = c.HooksOpt,
     positions: str = typer.Option(c.default(RunConfig, "positions"), help="last | mean | token indices like 0,-1"),
     readouts: str = typer.Option("", "--readouts", help="readouts cached from the same forward and competing for "
-                                 "the recipe: last,mean,max,span (default: all four with --positions last)"),
+                                 "the recipe: last,mean,max,span (default: last,mean,span with --positions last)"),
     readout_hooks: str = typer.Option(c.default(RunConfig, "readout_hooks"), "--readout-hooks",
                                       help="hooks whose points get the readouts beyond last"),
     top_k: int = typer.Option(c.default(ProbeRunConfig, "top_k"), "--top-k",

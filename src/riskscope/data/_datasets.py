@@ -34,11 +34,18 @@ from ..errors import DatasetError
 _LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "risky": 1, "benign": 0, "high": 1, "low": 0}
 BUILTINS = {
     "cyber_risk_pairs": ("cyber_risk_pairs.jsonl",
-                         "matched pairs of tacit cyber-risk scenarios, 12 categories (docs/datasets/cyber_risk_pairs.md)"),
+                         "768 matched pairs of tacit cyber-risk scenarios, 12 categories "
+                         "(docs/datasets/cyber_risk_pairs.md)"),
     "cyber_risk_heldout": ("cyber_risk_heldout.jsonl",
                            "external held-out set: 132 new matched pairs, same rules, for `riskscope evaluate` "
                            "(docs/datasets/cyber_risk_heldout.md)"),
 }
+BUILTIN_VERSIONS: dict[str, tuple[str, str]] = {
+    "cyber_risk_pairs": ("2", "4d3d0aa184768e5e7d54f1075491cb3bfcd8506b171db5da7676195d43f8a444"),
+    "cyber_risk_heldout": ("1", "98a553bd81b593159951f582c0f601fd55ac41ad24e910f7dc64b0fc2c916286"),
+}
+"""Version and sha256 of each built-in file. Any edit of a file bumps its version and records the new hash
+(tests/test_dataset_quality.py checks that the hash matches the file); runs record the version."""
 DEFAULT_DATASET = "cyber_risk_pairs"
 MAX_TEXT_CHARS = 1_000_000
 """The most characters a text may hold (a longer one is refused when the file is read)."""
@@ -64,6 +71,8 @@ class Dataset:
 
     name: str
     rows: tuple[Row, ...]
+    version: str | None = None
+    """The built-in dataset's version (:data:`BUILTIN_VERSIONS`); None for a file."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -115,8 +124,11 @@ class Dataset:
         cats: dict[str, int] = {}
         for r in self.rows:
             cats[r.category or "-"] = cats.get(r.category or "-", 0) + 1
-        return {"name": self.name, "rows": len(self), "pairs": self.n_pairs,
-                "risky": int(self.labels.sum()), "benign": int((self.labels == 0).sum()), "categories": cats}
+        out = {"name": self.name, "rows": len(self), "pairs": self.n_pairs,
+               "risky": int(self.labels.sum()), "benign": int((self.labels == 0).sum()), "categories": cats}
+        if self.version is not None:
+            out["version"] = self.version
+        return out
 
 
 def list_builtins() -> dict[str, str]:
@@ -128,7 +140,8 @@ def load_dataset(spec: str = DEFAULT_DATASET) -> Dataset:
     """A built-in by name, or a ``.jsonl``/``.csv`` file path; raises :class:`DatasetError`."""
     if spec in BUILTINS:
         ref = resources.files(__package__).joinpath("builtin", BUILTINS[spec][0])
-        return _parse(ref.read_bytes(), f"<builtin {spec}>", ".jsonl", spec)
+        data = _parse(ref.read_bytes(), f"<builtin {spec}>", ".jsonl", spec)
+        return replace(data, version=BUILTIN_VERSIONS[spec][0]) if spec in BUILTIN_VERSIONS else data
     path = Path(spec).expanduser()
     if not path.is_file():
         raise DatasetError(f"{spec}: no such dataset file or built-in (built-ins: {', '.join(BUILTINS)})")
@@ -312,4 +325,5 @@ def _check(rows: list[Row], lines: list[int], where: str) -> None:
                                f"{rows[members[0]].label}; a pair needs one risky and one benign text")
 
 
-__all__ = ["BUILTINS", "DEFAULT_DATASET", "MAX_TEXT_CHARS", "Dataset", "Row", "list_builtins", "load_dataset"]
+__all__ = ["BUILTINS", "BUILTIN_VERSIONS", "DEFAULT_DATASET", "MAX_TEXT_CHARS", "Dataset", "Row", "list_builtins",
+           "load_dataset"]

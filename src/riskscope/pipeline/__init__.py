@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "ANALYSES": "_parse", "parse_hooks": "_parse", "parse_layers": "_parse", "parse_module_paths": "_parse",
-    "parse_positions": "_parse", "parse_skip": "_parse", "READOUTS": "_parse", "parse_readouts": "_parse",
+    "parse_positions": "_parse", "parse_skip": "_parse", "READOUTS": "_parse", "DEFAULT_READOUTS": "_parse", "parse_readouts": "_parse",
     "ProbeRunConfig": "_config", "RunConfig": "_config", "check_dataset": "_config",
     "ProbeOutputs": "_probe", "fit_probes": "_probe", "probe_run": "_probe", "write_probe_outputs": "_probe",
     "targets": "_targets", "store_path": "_folder",
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         RUN_FILES, analysis_switches, analyze_run, check_run_folder, open_run_store, run_folds, run_model_settings,
         store_path,
     )
-    from ._parse import (ANALYSES, READOUTS, parse_hooks, parse_layers, parse_module_paths, parse_positions,
+    from ._parse import (ANALYSES, DEFAULT_READOUTS, READOUTS, parse_hooks, parse_layers, parse_module_paths, parse_positions,
                          parse_readouts, parse_skip)
     from ._probe import ProbeOutputs, fit_probes, probe_run, write_probe_outputs
     from ._models import ModelsResult, model_configs, model_folder, run_models

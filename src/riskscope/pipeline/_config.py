@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping
 
 from ..errors import RiskscopeError
-from ._parse import ANALYSES, READOUTS, parse_hooks, parse_layers, parse_module_paths, parse_positions, parse_readouts
+from ._parse import ANALYSES, DEFAULT_READOUTS, parse_hooks, parse_layers, parse_module_paths, parse_positions, parse_readouts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import Dataset
@@ -106,8 +106,8 @@ class RunConfig:
     positions: str | tuple[int, ...] = "last"
     """One row per text: the ``last`` token, the ``mean`` over tokens, or explicit token indices."""
     readouts: tuple[str, ...] | None = None
-    """Readouts cached from the same forward (``last`` plus ``mean``, ``max``, ``span``); None: all four
-    when ``positions`` is ``last``, else just ``positions``."""
+    """Readouts cached from the same forward (``last`` plus ``mean``, ``max``, ``span``); None: ``last``,
+    ``mean`` and ``span`` (:data:`DEFAULT_READOUTS`) when ``positions`` is ``last``, else just ``positions``."""
     readout_hooks: tuple[str, ...] = ("resid_post",)
     """Hooks whose points get the readouts beyond ``last`` (the others keep ``positions`` only)."""
     store_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -154,7 +154,7 @@ class RunConfig:
                                  "mean or token indices")
         set_(self, "positions", positions)
         if self.readouts is None:
-            set_(self, "readouts", READOUTS if positions == "last" else ())
+            set_(self, "readouts", DEFAULT_READOUTS if positions == "last" else ())
         elif not self.readouts:  # just positions
             set_(self, "readouts", ())
         else:

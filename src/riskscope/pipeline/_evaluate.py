@@ -266,7 +266,7 @@ def evaluate(config: EvaluateConfig, lm: LoadedModel | None = None, *, prepared:
     W = bootstrap_counts(groups, config.n_bootstrap, config.seed)
     result: dict = {
         "format": EVAL_FORMAT, "riskscope_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "probe": {"path": str(prep.bundle), "name": probe.name, "hook": probe.hook, "layer": probe.layer,
+        "probe": {"path": str(prep.bundle), "name": probe.name, "recipe": probe.recipe, "hook": probe.hook, "layer": probe.layer,
                   "positions": probe.positions if isinstance(probe.positions, str) else list(probe.positions),
                   "threshold": json_float(probe.threshold), "model": lm.model_id, "weight_hash": lm.weight_hash},
         "run": str(prep.run) if prep.run is not None else None,
