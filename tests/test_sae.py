@@ -378,6 +378,7 @@ def test_sae_whose_width_differs_from_the_model_is_refused(tmp_path):
     (["--k", "100000"], "must be smaller than d_sae"),
     (["--corpus", "EMPTY"], "holds no text"),
     (["--store", "STORE", "--layer", "2"], "has no point resid_post.2"),
+    (["--capture-dtype", "int8"], "capture_dtype must be one of"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, match):
     (tmp_path / "empty.txt").write_text("")
