@@ -47,14 +47,14 @@ class MemorySource:
             g += 1
 
 
-def capture(n_tokens: int, layer: int | None, threads: int):
+def capture(n_tokens: int, layer: int | None, threads: int, dtype: str = "float32"):
     import torch
     from riskscope.models import load_model
     from riskscope.hooks import HookPoint
     from riskscope.sae import LiveSource, load_corpus
 
     torch.set_num_threads(threads)
-    lm = load_model("default")
+    lm = load_model("default", dtype=dtype)
     point = HookPoint("resid_post", layer if layer is not None else lm.n_layers // 2)
     src = LiveSource(lm, point, load_corpus("pydocs"), context=128, batch_size=16, block_tokens=16384, holdout=0)
     parts, got = [], 0
@@ -150,15 +150,19 @@ def rss(args) -> dict:
     from riskscope.sae import load_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sae-"))
-    texts = []
+    texts, seen = [], set()
     for t in load_corpus("pydocs").texts():
-        texts.append(t[:1500])
+        t = t[:1500]
+        if t.strip() in seen:  # the dataset loader refuses duplicate texts
+            continue
+        seen.add(t.strip())
+        texts.append(t)
         if len(texts) >= args.rss_texts:
             break
     ds = tmp / "texts.jsonl"
     ds.write_text("".join(json.dumps({"id": f"t{i}", "text": t, "label": 0, "category": "none", "severity": 0})
                           + "\n" for i, t in enumerate(texts)))
-    lm = load_model("default")
+    lm = load_model("default", dtype=args.dtype)
     point = HookPoint("resid_post", args.layer if args.layer is not None else lm.n_layers // 2).normalised(lm)
     cache_activations(lm, load_dataset(str(ds)), tmp / "store",
                       CacheConfig(points=(point,), positions="all", chunk_rows=32, truncate=True))
@@ -188,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", help="dtype the model runs in to capture the activations (both "
+                    "parts; the SAEs always train in float32)")
     ap.add_argument("--acts", type=Path, default=None, help="read (or write, if missing) the captured activations here")
     ap.add_argument("--rss", action="store_true", help="run the peak-RSS comparison instead")
     ap.add_argument("--rss-tokens", type=int, default=65_536)
@@ -211,7 +217,7 @@ def main(argv=None) -> int:
         t = load_file(str(args.acts))
         x, point = t["acts"], "cached"
     else:
-        x, point = capture(need, args.layer, args.threads)
+        x, point = capture(need, args.layer, args.threads, args.dtype)
         if args.acts:
             save_file({"acts": x.contiguous()}, str(args.acts))
     if x.shape[0] < need:

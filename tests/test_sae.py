@@ -304,6 +304,27 @@ def test_train_sae_from_live_model_writes_saelens_folder_and_metrics(tmp_path, o
     torch.testing.assert_close(loaded(x).recon_ND, res.sae(x).recon_ND)
 
 
+def test_capture_dtype_trains_on_a_cast_copy_and_reports_both_held_out_fvus(tmp_path, one_thread):
+    lm = make_tiny("llama")
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    cfg = SAEConfig(d_in=32, expansion=4, arch="topk", k=4, batch_size=256, tokens=2048, block_tokens=1024)
+    run = SAERunConfig(point=HookPoint("resid_post", 1), corpus=str(_text_file(tmp_path)), context=32, holdout=6,
+                       capture_dtype="bfloat16")
+    m = train_sae(lm, cfg, run, tmp_path / "out").metrics
+    assert lm.model.dtype == torch.float32  # the caller's model is not cast
+    for k, v in lm.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert m["model_dtype"] == "float32" and m["capture_dtype"] == "bfloat16"
+    fp32, bf16 = m["held_out"], m["held_out_capture_dtype"]
+    assert fp32["tokens"] == bf16["tokens"] and bf16["l0"] == pytest.approx(4.0)
+    assert fp32["fvu"] != bf16["fvu"]  # other activations, same tokens
+    assert m["random_init"]["capture_dtype"] == "bfloat16" and m["random_init"]["held_out_capture_dtype"]
+    t = m["timing"]
+    assert t["seconds"] >= t["train_seconds"] >= t["activations_seconds"] > 0 and t["eval_seconds"] > 0
+    with pytest.raises(RiskscopeError, match="capture_dtype"):
+        SAERunConfig(point=HookPoint("resid_post", 1), capture_dtype="int8")
+
+
 def _store(tmp_path: Path, lm, positions="all") -> Path:
     data = load_dataset("cyber_risk_pairs").limit(12)
     cfg = CacheConfig(points=(HookPoint("resid_post", 1),), positions=positions, chunk_rows=8, truncate=True)
@@ -357,6 +378,7 @@ def test_sae_whose_width_differs_from_the_model_is_refused(tmp_path):
     (["--k", "100000"], "must be smaller than d_sae"),
     (["--corpus", "EMPTY"], "holds no text"),
     (["--store", "STORE", "--layer", "2"], "has no point resid_post.2"),
+    (["--capture-dtype", "int8"], "capture_dtype must be one of"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, match):
     (tmp_path / "empty.txt").write_text("")

@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = typer.Option(262_144, help="tokens between checkpoints (0: only at the end)"),
         no_random_baseline: bool = typer.Option(False, "--no-random-baseline", help="skip the random-init baseline"),
         no_resume: bool = typer.Option(False, "--no-resume", help="start over even if a checkpoint exists"),
+        capture_dtype: Optional[str] = typer.Option(None, "--capture-dtype", help="run a copy of the model in this "
+                                                    "dtype (bfloat16, float16, float32) to capture the training "
+                                                    "activations; metrics use the model as loaded (--dtype)"),
         dtype: str = c.DTypeOpt,
         device: str = c.DeviceOpt,
         trust_remote_code: bool = c.TrustOpt,
@@ -57,6 +60,7 @@ def register(app: typer.Typer) -> None:
         check_out_dir(out_dir)
         _config(10 ** 6, arch, expansion, k, l1, tokens, batch_size, lr, seed, normalize, checkpoint_every)  # checks
         point0 = HookPoint(hook, layer if layer is not None else 0)
+        SAERunConfig(point=point0, capture_dtype=capture_dtype)  # checks --capture-dtype before the model loads
         if store is not None:  # check the store before loading the model
             st = Store.open(store)
             if st.manifest.get("positions") != "all":
@@ -78,7 +82,7 @@ def register(app: typer.Typer) -> None:
                       checkpoint_every)
         run = SAERunConfig(point=point, corpus=corpus, store=str(store) if store else None, context=context,
                            model_batch=model_batch, holdout=holdout, random_baseline=not no_random_baseline,
-                           resume=not no_resume)
+                           resume=not no_resume, capture_dtype=capture_dtype)
         with c.progress() as prog:
             tasks: dict[str, int] = {}
 
@@ -96,7 +100,8 @@ def register(app: typer.Typer) -> None:
                    "ce_loss_recovered_vs_zero": m["splice"]["ce_loss_recovered_vs_zero"],
                    "ce_loss_recovered_vs_mean": m["splice"]["ce_loss_recovered_vs_mean"],
                    "random_init_fvu": (m["random_init"].get("held_out") or {}).get("fvu"),
-                   "seconds": m["seconds"]}
+                   "seconds": m["seconds"], "timing": m["timing"],
+                   "random_init_timing": m["random_init"].get("timing")}
         if json_out:
             c.out.print_json(json.dumps(summary))
             return

@@ -136,7 +136,8 @@ class LiveSource:
 
     def describe(self) -> dict:
         return {"kind": "live", "corpus": self.corpus.describe(), "context": self.context,
-                "prepend_bos": self.prepend_bos, "holdout_windows": self.holdout}
+                "prepend_bos": self.prepend_bos, "holdout_windows": self.holdout,
+                "capture_dtype": str(self.lm.model.dtype).replace("torch.", "")}  # part of the resume key
 
 
 class StoreSource:

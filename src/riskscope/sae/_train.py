@@ -76,6 +76,12 @@ class TrainResult:
         return self.tokens_this_run / self.seconds if self.seconds > 0 else float("nan")
 
     tokens_this_run: int = 0
+    cpu_seconds: float = 0.0
+    """CPU seconds of this call, all threads of the process together."""
+    source_seconds: float = 0.0
+    """Wall seconds of this call spent getting activation blocks (running the model, or reading the store)."""
+    source_cpu_seconds: float = 0.0
+    """CPU seconds of the same."""
 
 
 def _block_seed(seed: int, block: int) -> int:
@@ -177,7 +183,8 @@ def train_sae_on(source: Source, cfg: SAEConfig, checkpoint_dir: str | Path | No
     """
     if source.d_in != cfg.d_in:
         raise RiskscopeError(f"the activations are {source.d_in} wide but the SAE config says d_in = {cfg.d_in}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    source_wall = source_cpu = 0.0
     sae = SparseAutoencoder(cfg.d_in, cfg.d_sae, cfg.arch, cfg.k, seed=cfg.seed,
                             decoder_norm=cfg.decoder_init_norm if cfg.arch == "relu" else 1.0)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
@@ -194,7 +201,10 @@ def train_sae_on(source: Source, cfg: SAEConfig, checkpoint_dir: str | Path | No
     next_ckpt = (st.tokens // cfg.checkpoint_every + 1) * cfg.checkpoint_every if cfg.checkpoint_every else None
     blocks = source.blocks(st.next_block)
     while st.step < steps:
+        s0, sc0 = time.perf_counter(), time.process_time()
         g, raw = next(blocks)
+        source_wall += time.perf_counter() - s0
+        source_cpu += time.process_time() - sc0
         if raw.shape[0] == 0:
             st.next_block = g + 1
             continue
@@ -245,7 +255,7 @@ def train_sae_on(source: Source, cfg: SAEConfig, checkpoint_dir: str | Path | No
             next_ckpt = (st.tokens // cfg.checkpoint_every + 1) * cfg.checkpoint_every
     if root is not None:
         _save_checkpoint(root, cfg, sae, opt, st, {"source_id": source_id})
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     final = SparseAutoencoder(cfg.d_in, cfg.d_sae, cfg.arch, cfg.k)
     final.load_state_dict(sae.state_dict())
     if cfg.arch == "batchtopk":
@@ -257,7 +267,8 @@ def train_sae_on(source: Source, cfg: SAEConfig, checkpoint_dir: str | Path | No
                        tokens=st.tokens, steps=st.step, seconds=seconds,
                        dead_F=st.last_fired <= st.tokens - window,
                        density_F=st.fire_count.double() / max(st.tokens, 1), history=st.history,
-                       resumed_from_step=resumed, tokens_this_run=st.tokens - start_tokens)
+                       resumed_from_step=resumed, tokens_this_run=st.tokens - start_tokens, cpu_seconds=cpu,
+                       source_seconds=source_wall, source_cpu_seconds=source_cpu)
 
 
 __all__ = ["CKPT_FORMAT", "TrainProgress", "TrainResult", "latest_checkpoint", "train_sae_on"]
