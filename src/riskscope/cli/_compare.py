@@ -33,8 +33,9 @@ def register(app: typer.Typer) -> None:
         limit: Optional[int] = c.LimitOpt,
         metric: str = typer.Option("cka", help="cka (debiased linear CKA) | svcca | rsa"),
         hook: str = typer.Option("resid_post", help="hook compared at every layer"),
-        readout: str = typer.Option("mean", help="one row per text: mean (over its tokens) | last (token); works "
-                                    "across tokenizers"),
+        readout: str = typer.Option("mean", help="one row per text: mean (over its tokens) | last (token), works "
+                                    "across tokenizers; or tokens: every token but each text's first is a row "
+                                    "(one tokenizer only)"),
         layers_opt: Optional[str] = typer.Option(None, "--layers", help="layers of both models (default: all); "
                                                  "e.g. 0,5,-1 or 10-20"),
         perms: int = typer.Option(100, "--perms", help="shuffles of B's rows behind each cell's null and p-value"),
@@ -250,38 +251,45 @@ def _from_stores(stores: list[Path], baseline: Optional[Path], layers_opt: Optio
     import time
     from dataclasses import replace
 
-    from ..compare import LayerComparison, StoreSource, check_same_rows, compare_sources
+    from ..compare import LayerComparison, StoreSource, TokenSource, check_same_rows, compare_sources
+    from ..data import Store
 
-    def pick(src: StoreSource) -> StoreSource:
-        keys = [k for k in src.layers if k.rpartition(".")[0] == cfg.hook]
+    def pick(path: Path) -> StoreSource | TokenSource:
+        st = Store.open(path)
+        points = list(st.manifest["points"])
+        keys = [k for k in points if k.rpartition(".")[0] == cfg.hook]
         if not keys:
-            raise RiskscopeError(f"{src.store.root} has no {cfg.hook} point; it holds {', '.join(src.layers)}")
+            raise RiskscopeError(f"{st.root} has no {cfg.hook} point; it holds {', '.join(points)}")
         if layers_opt:
-            n = int(src.store.manifest.get("model", {}).get("n_layers") or len(keys))
+            n = int(st.manifest.get("model", {}).get("n_layers") or len(keys))
             wanted = [f"{cfg.hook}.{i if i >= 0 else n + i}" for i in c.parse_layers(layers_opt, n)]
             missing = [k for k in wanted if k not in keys]
             if missing:
-                raise RiskscopeError(f"{src.store.root} has no point {missing[0]}; it holds {', '.join(keys)}")
+                raise RiskscopeError(f"{st.root} has no point {missing[0]}; it holds {', '.join(keys)}")
             keys = wanted
         keys.sort(key=lambda k: int(k.rpartition(".")[2]))
-        return StoreSource(src.store, keys, name=str(src.store.root))
+        if st.manifest.get("positions") == "all":  # token-aligned rows (one tokenizer; checked with the rows)
+            return TokenSource(st, keys, name=str(st.root))
+        return StoreSource(st, keys, name=str(st.root))
 
-    a, b = (pick(StoreSource(s)) for s in stores)
+    a, b = (pick(s) for s in stores)
     check_same_rows(a, b)
     pos = {a.store.manifest["positions"], b.store.manifest["positions"]}
     if len(pos) != 1:
         raise RiskscopeError(f"{stores[0]} and {stores[1]} hold different readouts ({' and '.join(sorted(pos))}); "
                              f"cache both with the same --positions")
-    cfg = replace(cfg, readout=pos.pop())
+    p = pos.pop()
+    cfg = replace(cfg, readout="tokens" if p == "all" else p)
     cfg.check_rows(a.n_rows, str(stores[0]))
-    rand = pick(StoreSource(baseline)) if baseline is not None and cfg.random_init else None
+    rand = pick(baseline) if baseline is not None and cfg.random_init else None
     if rand is not None:
         check_same_rows(rand, b)
     t0 = time.perf_counter()
     main = compare_sources(a, b, cfg)
     base = compare_sources(rand, b, cfg) if rand is not None else None
     ma, mb = a.store.manifest.get("model", {}), b.store.manifest.get("model", {})
-    info = {"dataset": a.store.manifest.get("dataset", {}).get("name"), "n_texts": a.n_rows,
+    info = {"dataset": a.store.manifest.get("dataset", {}).get("name"), "n_texts": len(a.store.rows),
+            "n_rows": a.n_rows,
             "stores": {"a": str(stores[0]), "b": str(stores[1]), "random_init": str(baseline) if rand else None},
             "seconds_compare": round(time.perf_counter() - t0, 2)}
     name_a = ma.get("model") or str(stores[0])

@@ -22,7 +22,7 @@ from ._layers import (FORMAT, MIN_ROWS, RANDOM_INIT, LayerCompareConfig, LayerCo
                       compare_layers, compare_sources)
 from ._result import SimilarityMatrix, null_summary
 from ._rsa import MIN_ROWS_RSA, rdm_ranks, rsa, rsa_matrix
-from ._sources import ArraySource, Source, StoreSource, check_same_rows
+from ._sources import ArraySource, Source, StoreSource, TokenSource, check_same_rows
 from ._transfer import ALPHAS, SCORES, TransferResult, matched_layers, ridge_gcv, risk_transfer
 from ._svcca import MIN_ROWS_SVCCA, svcca, svcca_matrix, svd_basis
 
@@ -32,6 +32,6 @@ __all__ = [
     "best_matches", "junk_reasons", "pair_features", "paired_rsa", "paired_svcca",
     "FORMAT", "LayerCompareConfig", "LayerComparison", "MIN_ROWS", "Metric", "RANDOM_INIT", "check_layers",
     "compare_layers", "compare_sources", "ArraySource", "MIN_ROWS_DEBIASED", "MIN_ROWS_RSA", "MIN_ROWS_SVCCA", "SimilarityMatrix", "Source",
-    "StoreSource", "block_rows", "check_same_rows", "cka_matrix", "linear_cka", "linear_cka_reference",
+    "StoreSource", "TokenSource", "block_rows", "check_same_rows", "cka_matrix", "linear_cka", "linear_cka_reference",
     "null_summary", "ALPHAS", "SCORES", "TransferResult", "matched_layers", "ridge_gcv", "risk_transfer", "rdm_ranks", "rsa", "rsa_matrix", "svcca", "svcca_matrix", "svd_basis",
 ]
