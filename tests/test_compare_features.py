@@ -17,7 +17,7 @@ from riskscope.sae import SparseAutoencoder, save_saelens
 
 HOOK = "blocks.1.hook_resid_post"
 TEXTS = [f"text {i}: " + " ".join(w * (1 + i % 3) for w in "abcdefghij"[i % 5:]) + f" end {i * 7}" for i in range(24)]
-LENIENT = dict(min_fires=1, max_density=1.0, max_token_share=1.0, max_first_share=1.0)
+LENIENT = dict(min_fires=1, max_density=1.0, max_token_share=1.0, max_first_share=1.0, max_row_share=1.0)
 
 
 class OtherTokenizer(TinyTokenizer):
@@ -89,6 +89,7 @@ def test_junk_rules():
     z[10:40, 2] = 1.0   # single token id (ids below)
     z[::10, 3] = 1.0    # first positions
     z[5:35:3, 4] = np.arange(10)  # fine
+    z[50, 4] = 30.0  # ... but for one outlier row holding most of its squared activation
     ids = np.arange(100) % 50
     ids[10:40] = 7
     first = np.arange(100) % 10 == 0
@@ -96,10 +97,12 @@ def test_junk_rules():
     st.update(torch.from_numpy(z).float(), torch.from_numpy(z).float(), ids, first)
     j = junk_reasons(st, "a", FeatureCompareConfig(min_fires=5, max_density=0.4))
     assert j["dense"].tolist() == [True, False, False, False, False]
-    assert j["rare"].tolist() == [False, True, False, False, False]  # latent 4 fires 9 times (one value is 0)
-    assert st.fires_a[4] == 9
+    assert j["rare"].tolist() == [False, True, False, False, False]  # latent 4 fires 10 times (one value is 0, one outlier)
+    assert st.fires_a[4] == 10
     assert j["single_token"][2] and not j["single_token"][4]
     assert j["first_position"].tolist() == [False, False, False, True, False]
+    assert j["one_row"].tolist() == [False, False, False, False, True]
+    assert not junk_reasons(st, "a", FeatureCompareConfig(max_row_share=1.0))["one_row"].any()
 
 
 def test_paired_decoder_tests_identity_and_shuffles():
@@ -172,7 +175,7 @@ def test_per_text_mode_across_tokenizers(tmp_path, one_thread):
     with pytest.raises(RiskscopeError, match="different tokenizers.*--per-text"):
         compare_features(a, lm_a, b, lm_b, FeatureCompareConfig(), texts=TEXTS)
     res = compare_features(a, lm_a, b, lm_b, FeatureCompareConfig(per_text=True, n_shuffles=5, min_fires=2,
-                                                                     max_density=1.0), texts=TEXTS)
+                                                                     max_density=1.0, max_row_share=1.0), texts=TEXTS)
     assert res.mode == "per_text" and res.pairing.n_rows == len(TEXTS)
     assert "single_token" not in res.pairing.junk_a and not res.info["same_tokenizer"]
 
@@ -216,7 +219,8 @@ def test_cli_writes_json_and_offline_report(tmp_path, capsys, tiny_models, one_t
     out = tmp_path / "out"
     rc, stdout, err = _cli(capsys, "compare", "features", str(a), str(a), "--out", str(out), "--dataset",
                            "cyber_risk_pairs", "--limit", "8", "--shuffles", "5", "--min-fires", "1", "--max-density", "1",
-                           "--max-token-share", "1", "--max-first-share", "1", "--json")
+                           "--max-token-share", "1", "--max-first-share", "1", "--max-row-share", "1",
+                           "--json")
     assert rc == 0, err
     assert tiny_models == ["tiny-llama"]  # one model for two SAEs on it
     summary = json.loads(stdout[stdout.index("{"):])

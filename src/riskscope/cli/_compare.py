@@ -174,6 +174,8 @@ def register(app: typer.Typer) -> None:
                                               "their firings on one token id (1 disables)"),
         max_first_share: float = typer.Option(0.5, "--max-first-share", help="junk: latents with this share of "
                                               "their firings on a window's first token (1 disables)"),
+        max_row_share: float = typer.Option(0.5, "--max-row-share", help="junk: latents with this share of their "
+                                            "summed squared activation on one row (1 disables)"),
         top: int = typer.Option(20, "--top", help="best-matched pairs listed with their contexts"),
         batch_size: int = typer.Option(16, "--batch-size", help="windows or texts per forward pass"),
         seed: int = typer.Option(0, help="seed of the shuffles"),
@@ -193,6 +195,7 @@ def register(app: typer.Typer) -> None:
         cfg = FeatureCompareConfig(tokens=tokens, context=context, per_text=per_text, batch_size=batch_size,
                                    n_shuffles=shuffles, min_fires=min_fires, max_density=max_density,
                                    max_token_share=max_token_share, max_first_share=max_first_share,
+                                   max_row_share=max_row_share,
                                    top_pairs=top, seed=seed)
         if dataset and corpus:
             raise RiskscopeError("give --dataset or --corpus, not both")

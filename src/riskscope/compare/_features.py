@@ -11,7 +11,9 @@ The method of Lan et al. (2024), with riskscope's nulls:
    ``min_fires`` firings), too dense (firing density above ``max_density``), single-token (at least
    ``max_token_share`` of its firings on one token id) or first-position (at least
    ``max_first_share`` of its firings on the first token read of a window, the attention-sink
-   position). Per-text mode has no token ids or positions: only the density rules apply.
+   position) or one-row (at least ``max_row_share`` of its summed squared activation on a single row: an
+   outlier row would drive its correlations). Per-text mode has no token ids or positions: the
+   single-token and first-position rules do not apply.
 3. Each kept latent of A is paired with its best-correlated kept latent of B (several A latents may
    share one B latent; ``mutual`` marks pairs that are each other's best).
 4. SVCCA and RSA of the paired decoder rows (one row per pair, (m, d_A) against (m, d_B)) against a
@@ -66,6 +68,9 @@ class FeatureCompareConfig:
     """A latent with at least this share of its firings on one token id is junk (single-token); 1 disables."""
     max_first_share: float = 0.5
     """A latent with at least this share of its firings on a window's first read token is junk; 1 disables."""
+    max_row_share: float = 0.5
+    """A latent with at least this share of its sum of squared activations on one row is junk (one outlier row
+    would drive its correlations); 1 disables."""
     keep: float = 0.99
     """Variance SVCCA keeps on each side."""
     rsa_features: int = 2000
@@ -84,7 +89,7 @@ class FeatureCompareConfig:
             raise RiskscopeError("--tokens must be >= 1, --context >= 8 and --batch-size >= 1")
         if self.n_shuffles < 0 or self.min_fires < 1 or self.top_pairs < 0 or self.contexts < 1 or self.radius < 0:
             raise RiskscopeError("--shuffles must be >= 0, --min-fires >= 1, --top >= 0, --contexts >= 1, --radius >= 0")
-        for name in ("max_density", "max_token_share", "max_first_share"):
+        for name in ("max_density", "max_token_share", "max_first_share", "max_row_share"):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise RiskscopeError(f"--{name.replace('_', '-')} must be in (0, 1], got {v}")
@@ -201,6 +206,9 @@ def junk_reasons(st: LatentStats, side: str, cfg: FeatureCompareConfig,
     first = st.first_a if side == "a" else st.first_b
     d_fires, d_n = density if density is not None else (fires, st.n)
     out = {"rare": fires < cfg.min_fires, "dense": np.asarray(d_fires) / max(int(d_n), 1) > cfg.max_density}
+    sq, top = (st.sq_a, st.top_val_a) if side == "a" else (st.sq_b, st.top_val_b)
+    peak = np.where(np.isfinite(top[:, 0]), top[:, 0], 0.0) ** 2
+    out["one_row"] = (peak >= cfg.max_row_share * sq) & (sq > 0) & (cfg.max_row_share < 1)
     if st.has_tokens:
         out["single_token"] = (st.top_token_share(side) >= cfg.max_token_share) & (fires > 0)
         out["first_position"] = (first / np.maximum(fires, 1) >= cfg.max_first_share) & (fires > 0)

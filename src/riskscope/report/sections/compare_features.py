@@ -78,7 +78,8 @@ def features_sections(cmp: FeatureComparison) -> list[Section]:
              ("rows", f"{rows_read}, source {info.get('source', 'n/a')}"),
              ("mode", "token-aligned rows (one tokenizer)" if cmp.mode == "tokens" else "per-text mean latents"),
              ("junk filter (A/B)", f"{junk}; rare < {cfg.min_fires} firings, dense > {cfg.max_density}, "
-                                   f"single-token ≥ {cfg.max_token_share}, first-position ≥ {cfg.max_first_share}"),
+                                   f"single-token ≥ {cfg.max_token_share}, first-position ≥ {cfg.max_first_share}, "
+                                   f"one-row ≥ {cfg.max_row_share}"),
              ("null", f"{cfg.n_shuffles} shuffled pairings (B's paired rows permuted)")]
     hist = _hist(cmp)
     rows = [[str(t["a"]), str(t["b"]), fmt(t["corr"], 3), "yes" if t["mutual"] else "no", fmt_g(t["density_a"]),
