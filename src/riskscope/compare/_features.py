@@ -151,7 +151,8 @@ class LatentStats:
                rows: np.ndarray | None = None) -> None:
         """Add one minibatch: ``z_a`` (T, F_A) and ``z_b`` (T, F_B) on the same T rows; ``ids`` (T,) token ids,
         ``first`` (T,) bool mask of first positions, ``rows`` (T,) labels kept with each latent's top rows."""
-        ta, tb = (torch.as_tensor(z).detach().to("cpu", torch.float32) for z in (z_a, z_b))
+        ta, tb = (torch.as_tensor(np.ascontiguousarray(z) if isinstance(z, np.ndarray) else z).detach()
+                  .to("cpu", torch.float32) for z in (z_a, z_b))
         a, b = _csr(ta), _csr(tb)
         if a.shape[0] != b.shape[0] or a.shape[1] != self.f_a or b.shape[1] != self.f_b:
             raise RiskscopeError(f"latent blocks of shapes {a.shape} and {b.shape} do not match ({self.f_a}, "
