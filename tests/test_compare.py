@@ -325,3 +325,49 @@ def test_random_init_as_model_b(tmp_path, one_thread):
                          LayerCompareConfig(n_perm=5, random_init=False, batch_size=8))
     assert res.model_b.startswith("tiny-llama (random init") and res.random_init is None
     assert res.info["same_tokenizer"] is True
+
+
+# --- token-aligned rows ------------------------------------------------------------------------------------------
+
+
+def _token_rows(lm, texts, layer):
+    """Direct computation: every token but each text's first, texts in order, from a plain forward pass."""
+    from riskscope.hooks import HookPoint, iter_captures, tokenize
+
+    ids = tokenize(lm, texts)
+    p = HookPoint("resid_post", layer)
+    rows = {}
+    for idx, mask, got in iter_captures(lm, ids, list(range(len(ids))), [p], "all", 4):
+        for j, r in enumerate(idx):
+            rows[int(r)] = got[p][j, 1:int(mask[j].sum())].float().numpy()
+    return np.concatenate([rows[i] for i in range(len(ids))])
+
+
+def test_token_aligned_rows_equal_a_direct_computation(tmp_path, one_thread):
+    from riskscope.compare import TokenSource
+
+    lm_a, lm_b = make_tiny("llama"), make_tiny("qwen2", seed=1)  # same tokenizer, other weights
+    cfg = LayerCompareConfig(readout="tokens", n_perm=5, block=16, batch_size=4, random_init=False)
+    res = compare_layers(lm_a, lm_b, _data(8), tmp_path, cfg)
+    texts = [r.text for r in _data(8).rows]
+    X, Y = _token_rows(lm_a, texts, 1), _token_rows(lm_b, texts, 2)
+    assert res.main.n_rows == len(X) == sum(len(t) - 1 for t in texts)
+    np.testing.assert_allclose(res.main.values_AB[1, 2], linear_cka_reference(X, Y), atol=1e-6)
+    src = TokenSource(tmp_path / "stores" / "a", ["resid_post.1"])
+    np.testing.assert_allclose(src.layer("resid_post.1"), X, atol=1e-5)
+
+
+def test_token_aligned_rows_refused_across_tokenizers(tmp_path):
+    import dataclasses
+
+    from conftest import TinyTokenizer
+
+    class Other(TinyTokenizer):
+        def __call__(self, texts, add_special_tokens=True):
+            return {"input_ids": [[1 + (ord(c) * 7 % 53) for c in t] * 2 for t in texts]}
+
+    other = dataclasses.replace(make_tiny("llama", seed=1), tokenizer=Other())
+    cfg = LayerCompareConfig(readout="tokens", n_perm=0)
+    with pytest.raises(RiskscopeError, match="one tokenizer"):
+        compare_layers(make_tiny("llama"), other, _data(8), tmp_path / "o", cfg)
+    assert not (tmp_path / "o").exists()

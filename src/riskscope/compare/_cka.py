@@ -139,12 +139,9 @@ def cka_matrix(a: Source, b: Source, debiased: bool = True, block: int = 256, n_
             else:
                 rK[:, bj] += K.sum(1).numpy()
                 rL[:, bj] += L.sum(1).numpy()
-            group = max(1, int(64e6 // max(1, LB * Lf.shape[1] * 8)))
-            for p0 in range(0, n_perm, group):
-                ps = range(p0, min(n_perm, p0 + group))
-                Lp = torch.stack([L[:, torch.from_numpy(perms[p][i])][:, :, torch.from_numpy(perms[p][j])]
-                                  .reshape(LB, -1) for p in ps])  # (G, LB, m)
-                tKLp[p0:p0 + len(ps)] += w * torch.matmul(Kf, Lp.transpose(1, 2)).numpy()
+            for p in range(n_perm):  # one gathered copy of B's Gram block at a time: memory set by the block
+                idx = torch.from_numpy((perms[p][i][:, None] * len(bj) + perms[p][j][None, :]).ravel())
+                tKLp[p] += w * (Kf @ Lf[:, idx].T).numpy()  # Lf[:, idx] = L[:, perm_i][:, :, perm_j], flat
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -31,7 +31,8 @@ from ..sae import random_init_copy
 from ._cka import MIN_ROWS_DEBIASED, cka_matrix
 from ._result import SimilarityMatrix
 from ._rsa import MIN_ROWS_RSA, rsa_matrix
-from ._sources import Source, StoreSource
+from ._feature_run import same_tokenizer
+from ._sources import Source, StoreSource, TokenSource
 from ._svcca import MIN_ROWS_SVCCA, svcca_matrix
 
 Metric = Literal["cka", "svcca", "rsa"]
@@ -49,8 +50,9 @@ class LayerCompareConfig:
     """cka (debiased linear CKA), svcca (99 % variance, mean canonical correlation) or rsa (Spearman of RDMs)."""
     hook: str = "resid_post"
     """Hook compared at every layer."""
-    readout: Literal["last", "mean"] = "mean"
-    """One row per text: the last token's activation or the mean over the text's tokens."""
+    readout: Literal["last", "mean", "tokens"] = "mean"
+    """Rows: one per text (the last token's activation or the mean over the text's tokens), or ``tokens``: every
+    token of every text but its first (one tokenizer only)."""
     n_perm: int = 100
     """Shuffles of B's rows behind each cell's null and p-value (0: none)."""
     block: int = 256
@@ -71,8 +73,8 @@ class LayerCompareConfig:
             raise RiskscopeError(f"--metric must be cka, svcca or rsa, got {self.metric!r}")
         if self.hook not in HOOKS:
             raise RiskscopeError(f"--hook must be one of {', '.join(HOOKS)}, got {self.hook!r}")
-        if self.readout not in ("last", "mean"):
-            raise RiskscopeError(f"--readout must be last or mean, got {self.readout!r}")
+        if self.readout not in ("last", "mean", "tokens"):
+            raise RiskscopeError(f"--readout must be last, mean or tokens, got {self.readout!r}")
         if self.n_perm < 0 or self.block < 2 or self.batch_size < 1:
             raise RiskscopeError("--perms must be >= 0, --block >= 2 and --batch-size >= 1")
         if not 0 < self.keep <= 1:
@@ -155,8 +157,8 @@ def check_layers(lm: LoadedModel, layers: list[int] | None, name: str) -> list[i
 
 def _cache(lm: LoadedModel, data: Dataset, out: Path, layers: list[int], cfg: LayerCompareConfig,
            progress: Callable[[str, int, int], None] | None, label: str) -> StoreSource:
-    ccfg = CacheConfig(points=tuple(HookPoint(cfg.hook, i) for i in layers), positions=cfg.readout,
-                       batch_size=cfg.batch_size)
+    ccfg = CacheConfig(points=tuple(HookPoint(cfg.hook, i) for i in layers),
+                       positions="all" if cfg.readout == "tokens" else cfg.readout, batch_size=cfg.batch_size)
     check_store(lm, data, out, ccfg)
     done = [0]
 
@@ -166,7 +168,8 @@ def _cache(lm: LoadedModel, data: Dataset, out: Path, layers: list[int], cfg: La
             progress(f"caching {label}", done[0], total)
 
     cache_activations(lm, data, out, ccfg, progress=step)
-    return StoreSource(out, [str(HookPoint(cfg.hook, i)) for i in layers], name=label)
+    keys = [str(HookPoint(cfg.hook, i)) for i in layers]
+    return TokenSource(out, keys, name=label) if cfg.readout == "tokens" else StoreSource(out, keys, name=label)
 
 
 def compare_layers(lm_a: LoadedModel, lm_b: LoadedModel | str, data: Dataset, out_dir: str | Path,
@@ -183,6 +186,10 @@ def compare_layers(lm_a: LoadedModel, lm_b: LoadedModel | str, data: Dataset, ou
             raise RiskscopeError(f"model B must be a loaded model or {RANDOM_INIT!r}, got {lm_b!r}")
         lm_b = random_init_copy(lm_a, cfg.seed + 1)
     la, lb = check_layers(lm_a, layers_a, lm_a.model_id), check_layers(lm_b, layers_b, lm_b.model_id)
+    same_tok = same_tokenizer(lm_a, lm_b)
+    if cfg.readout == "tokens" and not same_tok:
+        raise RiskscopeError(f"--readout tokens needs one tokenizer, but {lm_a.model_id} and {lm_b.model_id} "
+                             f"tokenise differently; use --readout mean or last")
     out = Path(out_dir)
     t0 = time.perf_counter()
     src_a = _cache(lm_a, data, out / "stores" / "a", la, cfg, progress, "A")
@@ -198,23 +205,12 @@ def compare_layers(lm_a: LoadedModel, lm_b: LoadedModel | str, data: Dataset, ou
 
     main = compare_sources(src_a, src_b, cfg, stage(f"{cfg.metric} A x B"))
     base = compare_sources(rand, src_b, cfg, stage(f"{cfg.metric} random-init A x B")) if rand else None
-    same_tok = _same_tokenizer(lm_a, lm_b)
     info = {"dataset": data.name, "dataset_digest": data.digest(), "n_texts": len(data.rows),
             "same_tokenizer": same_tok, "stores": {"a": "stores/a", "b": "stores/b",
                                                    "random_init": "stores/a_random_init" if rand else None},
             "seconds_cache": round(t1 - t0, 2), "seconds_compare": round(time.perf_counter() - t1, 2),
             "random_init_seed": cfg.seed if rand else None}
     return LayerComparison(cfg, lm_a.model_id, lm_b.model_id, main, base, info)
-
-
-def _same_tokenizer(a: LoadedModel, b: LoadedModel) -> bool:
-    ta, tb = a.tokenizer, b.tokenizer
-    if ta is tb:
-        return True
-    try:
-        return ta.get_vocab() == tb.get_vocab()
-    except AttributeError:
-        return False
 
 
 __all__ = ["FORMAT", "LayerCompareConfig", "LayerComparison", "MIN_ROWS", "Metric", "RANDOM_INIT", "check_layers",

@@ -75,21 +75,65 @@ class StoreSource:
         return self.store.read(key)
 
 
-Source = ArraySource | StoreSource
+class TokenSource(ArraySource):
+    """Token-aligned rows of an ``all``-positions store: every token of every text is a row (texts in dataset
+    order, tokens in text order). ``skip_first`` drops each text's first token (BOS or the attention-sink
+    position, whose activations are orders of magnitude larger and would dominate every metric).
+
+    Only two stores of one tokenizer have the same token rows (:func:`check_same_rows` compares each text's
+    token count). The layers are read whole and held in memory: tokens x Σ widths float32.
+    """
+
+    def __init__(self, store: Store | str | Path, layers: list[str] | None = None, name: str | None = None,
+                 skip_first: bool = True):
+        st = store if isinstance(store, Store) else Store.open(store)
+        if st.manifest.get("positions") != "all":
+            raise RiskscopeError(f"{st.root} holds {st.manifest.get('positions')!r} positions; token-aligned rows "
+                                 f"need a store cached with --positions all")
+        points = list(st.manifest["points"])
+        missing = [k for k in layers or [] if k not in points]
+        if missing:
+            raise RiskscopeError(f"{st.root} has no point {missing[0]}; it holds {', '.join(points)}")
+        keys = list(layers) if layers else points
+        cut = 1 if skip_first else 0
+        arrays = {k: np.concatenate([x[cut:] for x in st.read_tokens(k)]) for k in keys}
+        super().__init__(arrays, name or str(st.root))
+        self.store = st
+        self.skip_first = skip_first
+        self.tokens_per_text = np.array([len(x) for x in st.read_tokens(keys[0])], dtype=np.int64) - cut
+        self.n_tokens = None  # rows are tokens: no per-row length to block by
+
+
+Source = ArraySource | StoreSource | TokenSource
 
 
 def check_same_rows(a: Source, b: Source) -> None:
-    """Refuse two sources that do not hold the same texts in the same order (for stores: same dataset rows)."""
-    if a.n_rows != b.n_rows:
-        raise RiskscopeError(f"{a.name} has {a.n_rows} rows and {b.name} has {b.n_rows}: compare stores cached "
-                             f"on the same dataset")
-    if isinstance(a, StoreSource) and isinstance(b, StoreSource):
+    """Refuse two sources that do not hold the same texts in the same order (for stores: same dataset rows;
+    for token rows: also the same number of tokens in every text)."""
+    if isinstance(a, TokenSource) != isinstance(b, TokenSource):
+        raise RiskscopeError(f"{a.name} and {b.name}: one holds token rows, the other one row per text; cache both "
+                             f"with the same --positions")
+    stores = isinstance(a, (StoreSource, TokenSource)) and isinstance(b, (StoreSource, TokenSource))
+    if stores:
         ta, tb = a.store.rows, b.store.rows
+        if len(ta) != len(tb):
+            raise RiskscopeError(f"{a.name} has {len(ta)} texts and {b.name} has {len(tb)}: compare stores cached "
+                                 f"on the same dataset")
         for i, (x, y) in enumerate(zip(ta, tb)):
             if x.get("text") != y.get("text") or x.get("id") != y.get("id"):
                 raise RiskscopeError(f"{b.store.root / 'rows.jsonl'}: line {i + 1}: row {y.get('id')!r} differs "
                                      f"from {a.store.root / 'rows.jsonl'} ({x.get('id')!r}); compare stores cached "
                                      f"on the same dataset")
+    if isinstance(a, TokenSource) and isinstance(b, TokenSource):
+        bad = np.nonzero(a.tokens_per_text != b.tokens_per_text)[0]
+        if len(bad):
+            i = int(bad[0])
+            raise RiskscopeError(f"{b.store.root / 'rows.jsonl'}: line {i + 1}: the text has {b.tokens_per_text[i]} "
+                                 f"token rows here and {a.tokens_per_text[i]} in {a.store.root}; token-aligned rows "
+                                 f"need one tokenizer (use --readout mean or last across tokenizers)")
+    if a.n_rows != b.n_rows:
+        raise RiskscopeError(f"{a.name} has {a.n_rows} rows and {b.name} has {b.n_rows}: compare stores cached "
+                             f"on the same dataset")
 
 
-__all__ = ["ArraySource", "Source", "StoreSource", "check_same_rows"]
+__all__ = ["ArraySource", "Source", "StoreSource", "TokenSource", "check_same_rows"]

@@ -19,6 +19,7 @@ PosixPath('runs/default/report.html')
 from ._run import Run, load_run
 from ._write import render, write_report
 from .sections.compare import render_compare, write_compare_report
+from .sections.compare_features import render_features, write_features_report
 from .sections.evaluate import evaluation_html
 from .sections.comparison import comparison_rows, render_comparison, write_comparison
 from .sections.melbo import load_melbo_run, melbo_report_html, render_melbo, write_melbo_report
@@ -26,6 +27,6 @@ from .sections.organisms import organisms_report_html, read_scorecard, write_org
 from .sections.sae import sae_page_html, sae_risk_section, write_sae_page
 
 __all__ = ["Run", "comparison_rows", "evaluation_html", "load_melbo_run", "load_run", "melbo_report_html",
-           "organisms_report_html", "read_scorecard", "render", "render_compare", "render_comparison", "render_melbo",
-           "sae_page_html", "sae_risk_section", "write_compare_report", "write_comparison", "write_melbo_report",
+           "organisms_report_html", "read_scorecard", "render", "render_compare", "render_comparison", "render_features", "render_melbo",
+           "sae_page_html", "sae_risk_section", "write_compare_report", "write_comparison", "write_features_report", "write_melbo_report",
            "write_organisms_report", "write_report", "write_sae_page"]

@@ -99,8 +99,9 @@ def compare_sections(cmp: LayerComparison) -> list[Section]:
         lines.append("Mean readout: a large first-token activation diluted by the text's length can dominate the "
                      f"mean and make layers agree through length alone; {keeps} (see docs/compare.md).")
     facts = [("model A", cmp.model_a), ("model B", cmp.model_b), ("metric", NAMES.get(m.metric, m.metric)),
-             ("texts", str(m.n_rows)), ("dataset", str(info.get("dataset", "n/a"))),
-             ("readout", f"{cfg.hook}, {cfg.readout} over each text's tokens"),
+             ("texts" if cfg.readout != "tokens" else "rows (tokens)", str(m.n_rows)), ("dataset", str(info.get("dataset", "n/a"))),
+             ("readout", f"{cfg.hook}, every token but each text's first (token-aligned rows)" if cfg.readout == "tokens"
+              else f"{cfg.hook}, {cfg.readout} over each text's tokens"),
              ("same tokenizer", str(info.get("same_tokenizer", "n/a"))),
              ("null", f"{m.info.get('null') or 'none'} ({m.n_perm} shuffles)"),
              ("random-init baseline", "a randomly initialised copy of A against B" if base else "not computed")]
