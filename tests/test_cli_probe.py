@@ -169,6 +169,7 @@ DIFFERENT = {("riskscope serve", "--truncate"): "cuts texts to the service's --m
              ("riskscope evaluate", "--dataset"): "a labelled external set, pairs or single texts",
              ("riskscope sae risk", "--dataset"): "must be paired",
              ("riskscope sae browse", "--dataset"): "extra texts for top contexts, '' for none",
+             ("riskscope compare features", "--dataset"): "read this dataset's texts instead of --corpus",
              ("riskscope sae risk", "--limit"): "pairs of the paired dataset",
              ("riskscope sae risk", "--folds"): "folds of the sparse-vs-dense probe comparison"}
 
