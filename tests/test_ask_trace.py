@@ -75,6 +75,17 @@ def test_ask_metrics_on_perfect_and_reversed_scores():
     assert bad.auc == 0.0 and bad.pair_accuracy == 0.0
 
 
+def test_default_ask_templates_leave_out_chat_for_a_tokenizer_without_one():
+    from riskscope.pipeline import ask_templates
+    from riskscope.scorers import DEFAULT_TEMPLATES
+
+    lm = make_tiny("llama")  # its tokenizer has no chat template
+    kept = ask_templates(lm, DEFAULT_TEMPLATES)
+    assert kept and all(not t.chat for t in kept) and len(kept) == sum(not t.chat for t in DEFAULT_TEMPLATES)
+    mine = (AskTemplate("x", "{text}", chat=True), TEMPLATE)
+    assert ask_templates(lm, mine) == mine  # a user's choice is kept and fails in one line when rendered
+
+
 def test_ask_template_errors(tmp_path):
     lm = make_tiny("llama")
     with pytest.raises(RiskscopeError, match="placeholder"):

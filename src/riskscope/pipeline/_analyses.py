@@ -107,9 +107,17 @@ def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfi
     if config.ask_pairs is not None and 2 * config.ask_pairs < len(rows):
         rows = np.asarray(validation_rows(store, 2 * config.ask_pairs, config.seed, prefer_split=False))
     texts = [store.rows[i]["text"] for i in rows]
-    ask = ask_baseline(lm, texts, store.labels[rows], groups[rows], config.templates, folds=fold[rows],
+    ask = ask_baseline(lm, texts, store.labels[rows], groups[rows], ask_templates(lm, config.templates), folds=fold[rows],
                        seed=config.seed, n_bootstrap=config.n_bootstrap)
     return ask, [store.rows[i]["id"] for i in rows]
+
+
+def ask_templates(lm: LoadedModel, templates: tuple[AskTemplate, ...]) -> tuple[AskTemplate, ...]:
+    """The templates asked of ``lm``: with the built-in defaults, a chat template is left out when the
+    tokenizer has none (base models); templates the user chose are kept (a chat one fails in one line)."""
+    if templates != DEFAULT_TEMPLATES or getattr(lm.tokenizer, "chat_template", None):
+        return templates
+    return tuple(t for t in templates if not t.chat)
 
 
 def run_analyses(
