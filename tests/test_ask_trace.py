@@ -76,8 +76,7 @@ def test_ask_metrics_on_perfect_and_reversed_scores():
 
 
 def test_default_ask_templates_leave_out_chat_for_a_tokenizer_without_one():
-    from riskscope.pipeline import ask_templates
-    from riskscope.scorers import DEFAULT_TEMPLATES
+    from riskscope.scorers import DEFAULT_TEMPLATES, ask_templates
 
     lm = make_tiny("llama")  # its tokenizer has no chat template
     kept = ask_templates(lm, DEFAULT_TEMPLATES)

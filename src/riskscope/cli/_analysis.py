@@ -126,7 +126,7 @@ def ask(
     json_out: bool = c.JsonOpt,
 ) -> None:
     """Ask the model zero-shot (' high' vs ' low' next, say) and score it like the probes."""
-    from ..scorers import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, load_templates
+    from ..scorers import DEFAULT_TEMPLATES, AskTemplate, ask_baseline, ask_templates, load_templates
     from ..data import load_dataset
 
     if prompt is not None:
@@ -139,6 +139,7 @@ def ask(
     if folds < 2:
         raise RiskscopeError(f"--folds must be >= 2, got {folds}")
     lm = c.load_lm(model, dtype, device, trust_remote_code, module_paths)
+    templates = ask_templates(lm, templates)
     with c.progress() as prog:
         task = prog.add_task("asking", total=len(data) * len(templates))
         ev = ask_baseline(lm, data.texts, data.labels, data.pair_ids, templates, folds=folds, seed=seed,

@@ -25,7 +25,7 @@ _EXPORTS = {
     "targets": "_targets", "store_path": "_folder",
     "RUN_FILES": "_folder", "analysis_switches": "_folder", "analyze_run": "_folder", "check_run_folder": "_folder",
     "open_run_store": "_folder", "run_folds": "_folder", "run_model_settings": "_folder",
-    "AnalysisConfig": "_analyses", "AnalysisOutputs": "_analyses", "run_analyses": "_analyses", "ask_templates": "_analyses",
+    "AnalysisConfig": "_analyses", "AnalysisOutputs": "_analyses", "run_analyses": "_analyses",
     "EVAL_FILES": "_evaluate", "EVAL_FORMAT": "_evaluate", "EvaluateConfig": "_evaluate", "Evaluation": "_evaluate",
     "Prepared": "_evaluate", "evaluate": "_evaluate", "load_evaluation_model": "_evaluate",
     "prepare_evaluation": "_evaluate", "write_evaluation": "_evaluate",
@@ -35,7 +35,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._analyses import AnalysisConfig, AnalysisOutputs, ask_templates, run_analyses
+    from ._analyses import AnalysisConfig, AnalysisOutputs, run_analyses
     from ._config import ProbeRunConfig, RunConfig, check_dataset
     from ._evaluate import (EVAL_FILES, EVAL_FORMAT, EvaluateConfig, Evaluation, Prepared, evaluate,
                             load_evaluation_model, prepare_evaluation, write_evaluation)

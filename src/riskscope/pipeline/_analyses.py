@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..scorers import DEFAULT_TEMPLATES, AskEvaluation, AskTemplate, ask_baseline
+from ..scorers import DEFAULT_TEMPLATES, AskEvaluation, AskTemplate, ask_baseline, ask_templates
 from ..steering import CautionDemo, caution_demo, diff_of_means_vector, save_risk_vector
 from ..models import LoadedModel
 from ..probes import Probe, probe_for_run
@@ -110,14 +110,6 @@ def _ask(lm: LoadedModel, store, folds: np.ndarray | None, config: AnalysisConfi
     ask = ask_baseline(lm, texts, store.labels[rows], groups[rows], ask_templates(lm, config.templates), folds=fold[rows],
                        seed=config.seed, n_bootstrap=config.n_bootstrap)
     return ask, [store.rows[i]["id"] for i in rows]
-
-
-def ask_templates(lm: LoadedModel, templates: tuple[AskTemplate, ...]) -> tuple[AskTemplate, ...]:
-    """The templates asked of ``lm``: with the built-in defaults, a chat template is left out when the
-    tokenizer has none (base models); templates the user chose are kept (a chat one fails in one line)."""
-    if templates != DEFAULT_TEMPLATES or getattr(lm.tokenizer, "chat_template", None):
-        return templates
-    return tuple(t for t in templates if not t.chat)
 
 
 def run_analyses(

@@ -95,6 +95,15 @@ DEFAULT_TEMPLATES: tuple[AskTemplate, ...] = (
 """The Mistral-7B probing study's completion probe (`` high`` vs `` low``) and a chat-template yes/no question."""
 
 
+def ask_templates(lm: LoadedModel, templates: Sequence[AskTemplate]) -> tuple[AskTemplate, ...]:
+    """The templates asked of ``lm``: with the built-in defaults, a chat template is left out when the
+    tokenizer has none (base models); templates the user chose are kept (a chat one fails in one line)."""
+    templates = tuple(templates)
+    if templates != DEFAULT_TEMPLATES or getattr(lm.tokenizer, "chat_template", None):
+        return templates
+    return tuple(t for t in templates if not t.chat)
+
+
 def load_templates(path: str | Path) -> tuple[AskTemplate, ...]:
     """Templates from a JSON file: a list of objects with name, prompt, positive, negative, chat."""
     try:
