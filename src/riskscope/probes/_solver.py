@@ -23,12 +23,16 @@ preconditioned conjugate-gradient solve whose Hessian-vector products are two
 batched matmuls against the shared activations, followed by a backtracking
 line search. The preconditioner is the top of the eigen-spectrum of the
 layer's standardised covariance (all rows: it only changes the speed, never the
-solution). L1 and elastic-net problems use FISTA with adaptive restart.
+solution). L1 and elastic-net problems use FISTA with adaptive restart. Layers
+are solved one after another (problems of one layer in one batch): batched
+together, the slowest layer would set every layer's iteration count.
 Nothing here ever calls ``torch.linalg.solve`` (batched LU hangs MKL on some
 machines); the only factorisation is one symmetric ``eigh`` per layer.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import warnings
 from dataclasses import dataclass
@@ -268,6 +272,7 @@ def fit_many(
     max_iter: int | None = None,
     dtype: torch.dtype = torch.float32,
     precond_rank: int = 128,
+    per_layer: bool = True,
 ) -> BatchFit:
     """Fit L x M x C regularised linear models at once.
 
@@ -287,6 +292,8 @@ def fit_many(
         dtype: working precision; float32 is about twice as fast and converges
             to ``tol`` down to about 1e-6.
         precond_rank: eigenpairs per layer kept in the Newton-CG preconditioner.
+        per_layer: solve the layers one after another (False: all in one batch, where a problem stays in
+            the batch while any layer needs it; kept for ``bench/bench_probe_layers.py``).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -312,6 +319,13 @@ def fit_many(
         raise ValueError("every C must be > 0")
     y_t = torch.where(torch.isnan(y_t), torch.zeros_like(y_t), y_t)  # rows outside masks may be NaN
     K = 1 if loss != "multinomial" else int(n_classes or int(y_t.max().item()) + 1)
+    if L > 1 and per_layer:  # layers are independent problems: solved together, the slowest layer would set every layer's
+        # iteration count (a problem stays in the batch while any layer needs it); one at a time is ~2x faster
+        parts = [fit_many(X[i:i + 1], y_t, masks, Cs_t, penalty=penalty, l1_ratio=l1_ratio, loss=loss, n_classes=K,
+                          standardize=standardize, tol=tol, max_iter=max_iter, dtype=dtype, precond_rank=precond_rank)
+                 for i in range(L)]
+        return BatchFit(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                           for f in dataclasses.fields(BatchFit)})
     M, nC = masks.shape[0], Cs_t.shape[0]
     y_MN = y_t if y_t.dim() == 2 else y_t[None].expand(M, N)
     P = Problems(X, masks, y_MN, Cs_t, loss, K, standardize, dtype)
