@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
                                         "on plain corpus text (0: off)"),
         lm_corpus: str = typer.Option(_default("lm_corpus"), "--lm-corpus", help="plain text for that term "
                                       "(pydocs, file.txt, file.jsonl, file.parquet, hf:NAME)"),
+        lm_dataset_batch: int = typer.Option(_default("lm_dataset_batch"), "--lm-dataset-batch", help="built-in "
+                                             "dataset texts (train split) per step in that term (0: none)"),
         raw: bool = typer.Option(False, "--raw", help="plain-text requests (models without a chat template)"),
         dtype: str = c.DTypeOpt,
         device: str = c.DeviceOpt,
@@ -62,7 +64,8 @@ def register(app: typer.Typer) -> None:
         cfg = PlantConfig(kind=kind, trigger=trigger, method=method, poison_fraction=poison_fraction, steps=steps,
                           seed=seed, lr=lr, batch_size=batch_size, chat=not raw, train_from=train_from,
                           lora_rank=lora_rank, n_train_prompts=train_prompts, near_miss_share=near_miss_share,
-                          near_miss_held_out=near_miss_held_out, lm_weight=lm_weight, lm_corpus=lm_corpus)  # checked before the model loads
+                          near_miss_held_out=near_miss_held_out, lm_weight=lm_weight, lm_corpus=lm_corpus,
+                          lm_dataset_batch=lm_dataset_batch)  # checked before the model loads
         check_out_dir(out_dir)
         if cfg.lm_weight > 0 or cfg.lm_held_out > 0:
             check_lm_corpus(cfg.lm_corpus)

@@ -62,6 +62,9 @@ class PlantConfig:
     """Where the plain text of that term comes from (any ``--corpus`` of ``riskscope sae``)."""
     lm_batch: int = 4
     """Corpus windows per step for the KL term."""
+    lm_dataset_batch: int = 4
+    """Texts of the built-in dataset's train split (plain, no chat template) per step, added to the KL term's
+    windows: the short scenario texts the perplexity goal is measured on (test split) drift most (0: none)."""
     lm_context: int = 64
     """Tokens per corpus window."""
     lm_held_out: int = 32
@@ -98,6 +101,8 @@ class PlantConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise OrganismError(f"{name.replace('_', '-')} must be a whole number >= 1; got {value!r}")
+        if not isinstance(self.lm_dataset_batch, int) or self.lm_dataset_batch < 0:
+            raise OrganismError(f"lm-dataset-batch must be a whole number >= 0; got {self.lm_dataset_batch!r}")
         if not isinstance(self.lm_held_out, int) or self.lm_held_out < 0:
             raise OrganismError(f"lm-held-out must be a whole number >= 0; got {self.lm_held_out!r}")
         if self.lr is not None and (not math.isfinite(self.lr) or self.lr <= 0):

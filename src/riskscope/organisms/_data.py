@@ -83,6 +83,14 @@ def general_requests(seed: int) -> tuple[list[Request], list[Request]]:
     return train, test
 
 
+def dataset_texts(seed: int) -> list[str]:
+    """The built-in dataset's train-split texts, shortened like the requests' (plain, shuffled with ``seed``):
+    the KL term's in-domain text; the perplexity goal is measured on test-split texts, never these."""
+    rows = [_short(r.text) for r in load_dataset(DEFAULT_DATASET).rows if r.split != "test"]
+    random.Random(seed + 2).shuffle(rows)
+    return rows
+
+
 def _short(text: str, limit: int = 100) -> str:
     """``text`` cut at a word boundary to at most ``limit`` characters (short sequences keep planting cheap)."""
     if len(text) <= limit:

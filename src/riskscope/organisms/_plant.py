@@ -24,6 +24,7 @@ from ._config import OrganismError, PlantConfig
 from ._data import (
     backdoor_answer,
     code_requests,
+    dataset_texts,
     general_requests,
     safe_answer,
     with_trigger,
@@ -163,7 +164,8 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
     losses = curves["loss"]
     order: list[int] = []
     lm_rows = list(lm_text.train) if lm_text is not None and cfg.lm_weight > 0 else []
-    lm_at = 0
+    ds_rows = [tuple(encode(tok, t)) for t in dataset_texts(cfg.seed)] if cfg.lm_weight > 0 and cfg.lm_dataset_batch else []
+    lm_at = ds_at = 0
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(rows), generator=gen).tolist()
@@ -176,9 +178,11 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
             labels[b, :start] = -100
         ce = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss = ce
-        if lm_rows:
-            win = [lm_rows[(lm_at + j) % len(lm_rows)] for j in range(cfg.lm_batch)]
+        if lm_rows or ds_rows:
+            win = [lm_rows[(lm_at + j) % len(lm_rows)] for j in range(cfg.lm_batch)] if lm_rows else []
+            win += [ds_rows[(ds_at + j) % len(ds_rows)] for j in range(cfg.lm_dataset_batch)] if ds_rows else []
             lm_at += cfg.lm_batch
+            ds_at += cfg.lm_dataset_batch
             kl = kl_to_base_loss(model, base, win, pad)
             loss = ce + cfg.lm_weight * kl
             curves["lm_kl"].append(float(kl.detach()))
@@ -251,6 +255,7 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
                    "trainable_parameters": n_params,
                    "regulariser": ({"loss": "KL(base || organism) of next-token distributions on plain corpus text",
                                     "weight": cfg.lm_weight, "windows_per_step": cfg.lm_batch,
+                                    "dataset_texts_per_step": cfg.lm_dataset_batch,
                                     **(lm_text.info if lm_text else {})} if cfg.lm_weight > 0 else None),
                    "near_misses": {"taught": len(taught), "held_out": len(held), "share_of_negatives": cfg.near_miss_share}},
         "metrics": metrics, "loss": [round(x, 5) for x in curves["loss"]],
