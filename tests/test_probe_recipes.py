@@ -130,6 +130,27 @@ def test_recipe_bundle_round_trips_and_scores_as_its_parts(tmp_path):
     probe.save(tmp_path / "probe")  # our own recipe bundle is replaced
 
 
+def test_recipe_parts_with_one_readout_share_one_forward():
+    lm = make_tiny("llama")
+    rng = np.random.default_rng(2)
+    texts = ["kept old keys", "rotated keys", "left debug on"]
+    parts = tuple(Probe(estimator=_readout(rng, 32), hook="resid_post", layer=k, readout="mean") for k in (0, 2))
+    combine = {"mean": [0.0, 0.1, -0.1], "scale": [1.0, 2.0, 0.5], "a": 1.0, "b": 0.0}
+    probe = Probe(estimator=_readout(rng, 32), hook="resid_post", layer=1, readout="mean", parts=parts,
+                  combine=combine, model_id="tiny", weight_hash=lm.weight_hash)
+    calls = []
+    handle = lm.model.register_forward_pre_hook(lambda *a, **k: calls.append(1))
+    try:
+        got = probe.score(texts, lm, batch_size=8)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # the three layers come from one forward
+    z = [p.estimator.decision_function(capture_texts(lm, texts, [HookPoint("resid_post", p.layer)], readout="mean")
+                                       [HookPoint("resid_post", p.layer)]) for p in (probe, *parts)]
+    s = np.mean([(zi - m) / sd for zi, m, sd in zip(z, combine["mean"], combine["scale"])], axis=0)
+    np.testing.assert_allclose(got, expit(s), rtol=1e-5)
+
+
 def test_bundle_without_readout_reads_the_last_token(tmp_path):
     lm = make_tiny("llama")
     rng = np.random.default_rng(2)

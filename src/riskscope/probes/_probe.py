@@ -212,6 +212,25 @@ class Probe:
         got = capture_texts(lm, texts, [self.point], reduce, batch_size, truncate=truncate, readout=self.readout)
         return got[self.point.normalised(lm)]
 
+    def _recipe_features(self, lm: LoadedModel, texts: Sequence[str], batch_size: int, truncate: bool) -> list[np.ndarray]:
+        """The feature rows of this probe and of each recipe part, in that order, from one forward per
+        distinct (positions, readout) (one in all when the parts differ only in hook and layer)."""
+        probes = (self, *self.parts)
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(probes):
+            reduce = p.positions if isinstance(p.positions, str) else tuple(p.positions)
+            groups.setdefault((reduce, p.readout), []).append(i)
+        out: list[np.ndarray] = [np.empty(0)] * len(probes)
+        for (reduce, readout), idx in groups.items():
+            points: list = []
+            for i in idx:
+                if probes[i].point not in points:
+                    points.append(probes[i].point)
+            got = capture_texts(lm, texts, points, reduce, batch_size, truncate=truncate, readout=readout)
+            for i in idx:
+                out[i] = got[probes[i].point.normalised(lm)]
+        return out
+
     def score(self, texts: Sequence[str], lm: LoadedModel | None = None, batch_size: int = 32,
               truncate: bool = False) -> np.ndarray:
         """Probability that each text is risky, (N,) (the probe's model is loaded when ``lm`` is None)."""
@@ -225,7 +244,7 @@ class Probe:
             return np.zeros(0)
         if not self.is_recipe:
             return self.predict_proba(self.features(lm, texts, batch_size, truncate))
-        z = [p.logit(p.features(lm, texts, batch_size, truncate)) for p in (self, *self.parts)]
+        z = [p.logit(x) for p, x in zip((self, *self.parts), self._recipe_features(lm, texts, batch_size, truncate))]
         if self.lexical is not None:
             z.append(np.asarray(self.lexical.decision_function(list(texts)), dtype=np.float64))
         c = self.combine or {}
