@@ -137,14 +137,14 @@ def test_recipe_parts_with_one_readout_share_one_forward():
     parts = tuple(Probe(estimator=_readout(rng, 32), hook="resid_post", layer=k, readout="mean") for k in (0, 2))
     combine = {"mean": [0.0, 0.1, -0.1], "scale": [1.0, 2.0, 0.5], "a": 1.0, "b": 0.0}
     probe = Probe(estimator=_readout(rng, 32), hook="resid_post", layer=1, readout="mean", parts=parts,
-                  combine=combine, model_id="tiny", weight_hash=lm.weight_hash)
+                  combine=combine, model_id="tiny", weight_hash=lm.weight_hash, positions="mean")
     calls = []
     handle = lm.model.register_forward_pre_hook(lambda *a, **k: calls.append(1))
     try:
         got = probe.score(texts, lm, batch_size=8)
     finally:
         handle.remove()
-    assert len(calls) == 1  # the three layers come from one forward
+    assert len(calls) == 1  # the three layers come from one forward (the readout, not the positions, counts)
     z = [p.estimator.decision_function(capture_texts(lm, texts, [HookPoint("resid_post", p.layer)], readout="mean")
                                        [HookPoint("resid_post", p.layer)]) for p in (probe, *parts)]
     s = np.mean([(zi - m) / sd for zi, m, sd in zip(z, combine["mean"], combine["scale"])], axis=0)

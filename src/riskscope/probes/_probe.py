@@ -218,7 +218,8 @@ class Probe:
         probes = (self, *self.parts)
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(probes):
-            reduce = p.positions if isinstance(p.positions, str) else tuple(p.positions)
+            reduce = "last" if p.readout is not None else (  # a readout replaces the positions
+                p.positions if isinstance(p.positions, str) else tuple(p.positions))
             groups.setdefault((reduce, p.readout), []).append(i)
         out: list[np.ndarray] = [np.empty(0)] * len(probes)
         for (reduce, readout), idx in groups.items():
