@@ -140,23 +140,25 @@ def tiny_model_dir(tmp_path_factory):
 
 def test_ctrl_c_exits_130_and_the_same_command_resumes(tiny_model_dir, tmp_path):
     """SIGINT a real ``riskscope cache`` (one text per chunk, so it runs for seconds) once a chunk is written."""
-    out = tmp_path / "store"
-    cmd = [*CLI, "cache", "--model", str(tiny_model_dir), "--limit", "150", "--batch-size", "1", "--chunk-rows", "1",
-           "--out", str(out), "--json"]
-    chunks = out / "chunks"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        deadline = time.monotonic() + 240
-        while not (chunks.is_dir() and any(chunks.glob("*.safetensors"))):
-            assert proc.poll() is None, f"cache exited ({proc.returncode}) before any chunk was written"
-            assert time.monotonic() < deadline, "no chunk written within 240 s"
-            time.sleep(0.02)
-        assert proc.poll() is None, "cache finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-        proc.wait()
+    for attempt in range(3):  # on a loaded machine the job may finish between the poll and the signal: retry
+        out = tmp_path / f"store{attempt}"
+        cmd = [*CLI, "cache", "--model", str(tiny_model_dir), "--limit", "150", "--batch-size", "1", "--chunk-rows",
+               "1", "--out", str(out), "--json"]
+        chunks = out / "chunks"
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            deadline = time.monotonic() + 240
+            while not (chunks.is_dir() and any(chunks.glob("*.safetensors"))):
+                assert proc.poll() is None, f"cache exited ({proc.returncode}) before any chunk was written"
+                assert time.monotonic() < deadline, "no chunk written within 240 s"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+        if not (proc.returncode == 0 and len(list(chunks.glob("*.safetensors"))) == 300):
+            break  # interrupted (the assertions below check how)
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == INTERRUPTED and "Traceback" not in stderr, stderr
     assert stdout == ""
