@@ -194,3 +194,16 @@ def test_killed_cache_resumes_to_identical_arrays(tmp_path, default_lm):
         x, y = a.read(p), b.read(p)
         assert x.shape == (40, a.manifest["widths"][str(p)])
         assert np.array_equal(x, y), p
+
+
+def test_datasets_lists_each_builtin_with_its_version():
+    from riskscope.data import list_builtins
+
+    proc = _cli("datasets")
+    assert proc.returncode == 0, proc.stderr
+    assert "version" in proc.stdout
+    rows = json.loads(_cli("datasets", "--json").stdout)
+    assert {r["name"] for r in rows} == set(list_builtins())
+    for r in rows:
+        line = next(ln for ln in proc.stdout.splitlines() if r["name"] in ln)
+        assert f" {r['version']} " in line and f" {r['pairs']} " in line

@@ -37,9 +37,9 @@ def datasets(json_out: bool = c.JsonOpt) -> None:
     if json_out:
         c.print_json(rows)
         return
-    t = Table("name", "pairs", "texts", "description")
+    t = Table("name", "version", "pairs", "texts", "description")
     for r in rows:
-        t.add_row(r["name"], str(r["pairs"]), str(r["rows"]), r["description"])
+        t.add_row(r["name"], str(r.get("version") or "-"), str(r["pairs"]), str(r["rows"]), r["description"])
     c.out.print(t)
 
 
