@@ -164,7 +164,8 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
     losses = curves["loss"]
     order: list[int] = []
     lm_rows = list(lm_text.train) if lm_text is not None and cfg.lm_weight > 0 else []
-    ds_rows = [tuple(encode(tok, t)) for t in dataset_texts(cfg.seed)] if cfg.lm_weight > 0 and cfg.lm_dataset_batch else []
+    use_ds = cfg.lm_weight > 0 and cfg.lm_dataset_batch > 0
+    ds_rows = [tuple(encode(tok, t)) for t in dataset_texts(cfg.seed)] if use_ds else []
     lm_at = ds_at = 0
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:

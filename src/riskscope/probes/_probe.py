@@ -212,7 +212,8 @@ class Probe:
         got = capture_texts(lm, texts, [self.point], reduce, batch_size, truncate=truncate, readout=self.readout)
         return got[self.point.normalised(lm)]
 
-    def _recipe_features(self, lm: LoadedModel, texts: Sequence[str], batch_size: int, truncate: bool) -> list[np.ndarray]:
+    def _recipe_features(self, lm: LoadedModel, texts: Sequence[str], batch_size: int,
+                         truncate: bool) -> list[np.ndarray]:
         """The feature rows of this probe and of each recipe part, in that order, from one forward per
         distinct (positions, readout) (one in all when the parts differ only in hook and layer)."""
         probes = (self, *self.parts)
