@@ -161,7 +161,7 @@ async def drive(server: Server, texts: list[str], n: int, concurrency: int, rss_
 
 def run_mode(args, keys: Path, batching: bool, texts: list[str]) -> dict:
     server = Server(args.probe, keys, batching, args.threads, args.max_batch, args.max_wait_ms, args.forward_batch,
-                    not args.omp_spin)
+                    not args.omp_spin, dtype=args.dtype)
     try:
         asyncio.run(drive(server, texts, min(200, args.requests), args.concurrency, 0))  # warm-up
         m0, cpu0 = metrics(server.url), server.cpu_s()
@@ -411,6 +411,7 @@ def main() -> None:
     ap.add_argument("--rss-from", type=int, default=1000, help="RSS is compared from this request to the end")
     ap.add_argument("--single-runs", type=int, default=200)
     ap.add_argument("--modes", default="on,off", help="on, off or on,off")
+    ap.add_argument("--dtype", default="float32", help="the server's --dtype in the load run (float32 or bfloat16)")
     ap.add_argument("--dtype-compare", action="store_true", help="only float32 vs bfloat16 servers: single "
                     "64-token latency (alternated, 2 rounds) and the change of the built-in texts' scores")
     ap.add_argument("--report", default=None, help="re-print the tables of a saved JSON result")

@@ -42,9 +42,13 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise RiskscopeError(f"--host {host!r}: cannot resolve it ({e.strerror})") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, addr = infos[0]
+    # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) on accepted connections only when the socket's
+    # proto is IPPROTO_TCP, and with Nagle on every answer's body waited ~40 ms for the client's delayed ACK of
+    # its headers (uvicorn writes them as two segments). Set on the listener too; accepted sockets inherit it.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(addr)
     except OSError as e:
