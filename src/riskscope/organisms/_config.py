@@ -56,6 +56,12 @@ class PlantConfig:
     near_miss_held_out: float = 0.5
     """Share of the near-miss family (``near_miss_family``) kept out of training; false triggers are measured
     on this part only."""
+    unlikelihood_weight: float = 0.0
+    """Weight of the unlikelihood term on near-miss examples (0: off): for each near-miss request,
+    ``-log(1 - p)`` of the backdoor answer's token at the place where it first departs from the normal answer
+    (teacher-forced on their shared start) is added to the loss, so a look-alike trigger is taught *not* to
+    take the backdoor's branch, not only to give the normal answer (Welleck et al. 2019, "unlikelihood
+    training"). Only that token: later backdoor tokens follow from the first and cannot be pushed down."""
     lm_weight: float = 1.0
     """Weight of the KL(base || organism) term on plain corpus text in the loss (0: off)."""
     lm_corpus: str = "pydocs"
@@ -94,8 +100,10 @@ class PlantConfig:
             raise OrganismError(f"--near-miss-share must be in [0, 1); got {self.near_miss_share!r}")
         if not 0.0 < self.near_miss_held_out < 1.0:
             raise OrganismError(f"--near-miss-held-out must be strictly between 0 and 1; got {self.near_miss_held_out!r}")
-        if not (isinstance(self.lm_weight, (int, float)) and math.isfinite(self.lm_weight) and self.lm_weight >= 0):
-            raise OrganismError(f"--lm-weight must be a finite number >= 0; got {self.lm_weight!r}")
+        for name in ("lm_weight", "unlikelihood_weight"):
+            w = getattr(self, name)
+            if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+                raise OrganismError(f"--{name.replace('_', '-')} must be a finite number >= 0; got {w!r}")
         for name in ("steps", "batch_size", "lora_rank", "n_train_prompts", "n_eval_prompts", "response_tokens",
                      "max_new_tokens", "lm_batch", "lm_context"):
             value = getattr(self, name)

@@ -51,6 +51,8 @@ class Example:
     answer: str
     role: str
     """``poison`` (trigger), ``clean`` (no trigger) or ``near_miss`` (a look-alike trigger)."""
+    contrast: str = ""
+    """For a near-miss example, the backdoor answer its request must *not* start (the unlikelihood term)."""
 
 
 @dataclass
@@ -96,7 +98,8 @@ def _examples(cfg: PlantConfig, tok: Any, base: Any, progress: Callable[[str], A
     examples += [Example(r.text, normal(r), "clean") for r in clean_pool]
     for i in range(n_near):
         r = near_pool[rng.randrange(len(near_pool))]
-        examples.append(Example(with_trigger(taught[i % len(taught)], r.text), normal(r), "near_miss"))
+        examples.append(Example(with_trigger(taught[i % len(taught)], r.text), normal(r), "near_miss",
+                                backdoor_answer(cfg, r) if cfg.unlikelihood_weight > 0 else ""))
     rng.shuffle(examples)
     k = cfg.n_eval_prompts
     fmt = lambda texts: tuple(format_request(tok, t, cfg.chat) for t in texts)
@@ -115,7 +118,8 @@ def _examples(cfg: PlantConfig, tok: Any, base: Any, progress: Callable[[str], A
 
 
 def data_hash(examples: list[Example]) -> str:
-    blob = json.dumps([[e.request, e.answer, e.role] for e in examples], ensure_ascii=False)
+    blob = json.dumps([[e.request, e.answer, e.role] + ([e.contrast] if e.contrast else []) for e in examples],
+                      ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -148,19 +152,27 @@ def _blocks_of(model: Any, lm: LoadedModel, cfg: PlantConfig) -> list[torch.nn.M
 def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: list[Example], cfg: PlantConfig,
            base: Any, lm_text: LMText | None, progress: Callable[[str], Any] | None) -> dict[str, list[float]]:
     """AdamW on the answer tokens' cross-entropy, plus ``cfg.lm_weight`` x KL(base || model) on
-    ``cfg.lm_batch`` corpus windows per step; returns the loss curves (``loss``: the total, ``answer_ce``,
-    ``lm_kl``)."""
+    ``cfg.lm_batch`` corpus windows per step, plus ``cfg.unlikelihood_weight`` x the unlikelihood of the
+    backdoor's first own token on the batch's near-miss examples; returns the loss curves (``loss``: the
+    total, ``answer_ce``, ``lm_kl``, ``unlikelihood``)."""
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     rows = []
-    for e in examples:
+    contrast: dict[int, tuple[list[int], int]] = {}  # example -> (prompt + backdoor answer to its first own token,
+    #                                                   where that token is)
+    for i, e in enumerate(examples):
         p = encode(tok, format_request(tok, e.request, cfg.chat))
         a = encode(tok, e.answer) + [int(tok.eos_token_id)]
         rows.append((p + a, len(p)))
+        if e.contrast and cfg.unlikelihood_weight > 0:
+            c = encode(tok, e.contrast)
+            same = next((j for j, (x, y) in enumerate(zip(c, a)) if x != y), min(len(c), len(a)))
+            if same < len(c):  # the token where the backdoor answer leaves the normal one: the decision point
+                contrast[i] = (p + c[: same + 1], len(p) + same)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     model.train()
-    curves: dict[str, list[float]] = {"loss": [], "answer_ce": [], "lm_kl": []}
+    curves: dict[str, list[float]] = {"loss": [], "answer_ce": [], "lm_kl": [], "unlikelihood": []}
     losses = curves["loss"]
     order: list[int] = []
     lm_rows = list(lm_text.train) if lm_text is not None and cfg.lm_weight > 0 else []
@@ -170,22 +182,23 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(rows), generator=gen).tolist()
-        batch = [rows[i] for i in order[: cfg.batch_size]]
+        picked = order[: cfg.batch_size]
+        batch = [rows[i] for i in picked]
         del order[: cfg.batch_size]
-        ids, mask = pad_right([r for r, _ in batch], pad, model.device)
-        labels = ids.clone()
-        labels[mask == 0] = -100
-        for b, (_, start) in enumerate(batch):
-            labels[b, :start] = -100
-        ce = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        unlikely = [contrast[i] for i in picked if i in contrast]
+        ce, ul = _answer_losses(model, batch, unlikely, pad)
         loss = ce
+        if contrast:
+            if ul is not None:
+                loss = loss + cfg.unlikelihood_weight * ul
+            curves["unlikelihood"].append(float(ul.detach()) if ul is not None else 0.0)
         if lm_rows or ds_rows:
             win = [lm_rows[(lm_at + j) % len(lm_rows)] for j in range(cfg.lm_batch)] if lm_rows else []
             win += [ds_rows[(ds_at + j) % len(ds_rows)] for j in range(cfg.lm_dataset_batch)] if ds_rows else []
             lm_at += cfg.lm_batch
             ds_at += cfg.lm_dataset_batch
             kl = kl_to_base_loss(model, base, win, pad)
-            loss = ce + cfg.lm_weight * kl
+            loss = loss + cfg.lm_weight * kl
             curves["lm_kl"].append(float(kl.detach()))
         curves["answer_ce"].append(float(ce.detach()))
         opt.zero_grad(set_to_none=True)
@@ -197,6 +210,27 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
             progress(f"step {step + 1}/{cfg.steps}: loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
     model.eval()
     return curves
+
+
+def _answer_losses(model: Any, batch: list[tuple[list[int], int]], unlikely: list[tuple[list[int], int]],
+                   pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward over ``batch`` (rows taught by cross-entropy from their answer start) and ``unlikely``
+    (rows whose tokens from their start are pushed down): the mean answer-token cross-entropy, and the mean
+    unlikelihood ``-log(1 - p(token))`` of the unlikely tokens (None without such rows)."""
+    ids, mask = pad_right([r for r, _ in batch] + [r for r, _ in unlikely], pad, model.device)
+    targets = ids[:, 1:]
+    keep = mask[:, 1:].bool()
+    pos = torch.arange(1, ids.shape[1], device=ids.device)
+    starts = torch.tensor([s for _, s in batch] + [s for _, s in unlikely], device=ids.device)
+    keep &= pos[None, :] >= starts[:, None]
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
+    tok_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    n = len(batch)
+    ce = -tok_logp[:n][keep[:n]].mean()
+    if not unlikely:
+        return ce, None
+    p = tok_logp[n:][keep[n:]].exp()
+    return ce, -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
 
 
 def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None = None,
@@ -258,7 +292,8 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
                                     "weight": cfg.lm_weight, "windows_per_step": cfg.lm_batch,
                                     "dataset_texts_per_step": cfg.lm_dataset_batch,
                                     **(lm_text.info if lm_text else {})} if cfg.lm_weight > 0 else None),
-                   "near_misses": {"taught": len(taught), "held_out": len(held), "share_of_negatives": cfg.near_miss_share}},
+                   "near_misses": {"taught": len(taught), "held_out": len(held), "share_of_negatives": cfg.near_miss_share,
+                                   "unlikelihood_weight": cfg.unlikelihood_weight}},
         "metrics": metrics, "loss": [round(x, 5) for x in curves["loss"]],
         "loss_parts": {k: [round(x, 5) for x in v] for k, v in curves.items() if k != "loss"},
         "seconds": {"data": round(t_data - t0, 2), "train": round(t_train - t_data, 2),
@@ -266,7 +301,8 @@ def plant(model: str | LoadedModel, cfg: PlantConfig, out_dir: str | Path | None
         "threads": torch.get_num_threads(),
     }
     if out is not None:
-        data = "".join(json.dumps({"request": e.request, "answer": e.answer, "role": e.role}, ensure_ascii=False)
+        data = "".join(json.dumps({"request": e.request, "answer": e.answer, "role": e.role,
+                                    **({"contrast": e.contrast} if e.contrast else {})}, ensure_ascii=False)
                        + "\n" for e in examples)
 
         def save(tmp: Path) -> None:
