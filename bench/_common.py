@@ -43,26 +43,24 @@ def machine() -> dict:
     }
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field : value`` line of /proc/cpuinfo (None off Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "?"
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "?"
 
 
 def _cpu_flags() -> list[str]:
     """The CPU's matrix-unit and wide-vector flags (AMX and AVX-512 change bfloat16 and int8 speed several-fold)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("amx", "avx512_bf16",
-                                                                                      "avx512f", "avx2")))
-    except OSError:
-        pass
-    return []
+    return sorted(f for f in (_cpuinfo("flags") or "").split() if f.startswith(("amx", "avx512_bf16", "avx512f", "avx2")))
 
 
 def table(headers: list[str], rows: list[list]) -> str:

@@ -163,7 +163,7 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
         p = encode(tok, format_request(tok, e.request, cfg.chat))
         a = encode(tok, e.answer) + [int(tok.eos_token_id)]
         rows.append((p + a, len(p)))
-        if e.contrast and cfg.unlikelihood_weight > 0:
+        if e.contrast:  # set only when the term is on
             c = encode(tok, e.contrast)
             same = next((j for j, (x, y) in enumerate(zip(c, a)) if x != y), min(len(c), len(a)))
             if same < len(c):  # the token where the backdoor answer leaves the normal one: the decision point
@@ -187,11 +187,9 @@ def _train(model: Any, params: list[torch.nn.Parameter], tok: Any, examples: lis
         del order[: cfg.batch_size]
         unlikely = [contrast[i] for i in picked if i in contrast]
         ce, ul = _answer_losses(model, batch, unlikely, pad)
-        loss = ce
-        if contrast:
-            if ul is not None:
-                loss = loss + cfg.unlikelihood_weight * ul
-            curves["unlikelihood"].append(float(ul.detach()) if ul is not None else 0.0)
+        loss = ce if ul is None else ce + cfg.unlikelihood_weight * ul
+        if contrast:  # one value per step while the term is on (0 for a batch without near misses)
+            curves["unlikelihood"].append(0.0 if ul is None else float(ul.detach()))
         if lm_rows or ds_rows:
             win = [lm_rows[(lm_at + j) % len(lm_rows)] for j in range(cfg.lm_batch)] if lm_rows else []
             win += [ds_rows[(ds_at + j) % len(ds_rows)] for j in range(cfg.lm_dataset_batch)] if ds_rows else []
