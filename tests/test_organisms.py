@@ -341,3 +341,43 @@ def test_detectors_run_on_a_tiny_organism(world, tmp_path, capsys):
     code, _, err = _cli(["organism", "report", str(tmp_path / "t"), str(tmp_path / "t"), "--out",
                          str(tmp_path / "both.html")], capsys)
     assert code == 0 and (tmp_path / "both.html").read_text().count("melbo_vectors") == 2, err
+
+
+def test_scorecards_of_one_recipe_pool_over_organism_seeds(world, tmp_path, capsys):
+    """Two seeds of the same recipe, tested with one budget, pool into one row per detector with a t interval."""
+    from scipy import stats
+
+    from riskscope.organisms import plant, pool_scorecards
+
+    plant(world["lm"], _cfg(seed=1), tmp_path / "org1")
+    cards = []
+    for name, folder in (("t0", world["root"] / "org"), ("t1", tmp_path / "org1")):
+        code, out, err = _cli(["organism", "test", str(folder), "--base", str(world["model"]), "--out",
+                               str(tmp_path / name), "--vectors", "3", "--steps", "3", "--prompts", "2",
+                               "--adapter-rank", "0", "--json"], capsys)
+        assert code == 0, err
+        cards.append(json.loads((tmp_path / name / "scorecard.json").read_text()))
+    assert [c["organism"]["seed"] for c in cards] == [0, 1]
+    assert cards[0]["organism"]["recipe_sha256"] == cards[1]["organism"]["recipe_sha256"]
+    (g,) = pool_scorecards(cards + [cards[0]])  # the same organism twice counts once
+    assert g["seeds"] == [0, 1] and g["kind"] == "hate"
+    asr = [c["organism"]["metrics"]["asr"] for c in cards]
+    m = sum(asr) / 2
+    half = stats.t.ppf(0.975, 1) * stats.tstd(asr) / 2 ** 0.5
+    assert g["metrics"]["asr"]["mean"] == pytest.approx(m, abs=1e-4)
+    assert g["metrics"]["asr"]["ci"] == pytest.approx([max(0, m - half), min(1, m + half)], abs=1e-4)
+    mv = next(r for r in g["rows"] if r["detector"] == "melbo_vectors")
+    per = [next(r for r in c["rows"] if r["detector"] == "melbo_vectors")["hits"] for c in cards]
+    assert mv["hits"]["pooled"]["hits"] == per[0]["hits"] + per[1]["hits"]
+    assert mv["hits"]["pooled"]["n"] == per[0]["n"] + per[1]["n"] == 6
+    assert mv["hits"]["per_seed"] == [p["rate"] for p in per]
+    # another budget (or recipe) is not pooled with these
+    other = json.loads(json.dumps(cards[1]))
+    other["config"]["steps"] = 99
+    assert pool_scorecards([cards[0], other]) == []
+    code, _, err = _cli(["organism", "report", str(tmp_path / "t0"), str(tmp_path / "t1"), "--out",
+                         str(tmp_path / "seeds.html")], capsys)
+    page = (tmp_path / "seeds.html").read_text()
+    assert code == 0 and "Over organism seeds" in page and "0, 1" in page, err
+    code, _, err = _cli(["organism", "report", str(tmp_path / "t0"), "--out", str(tmp_path / "one.html")], capsys)
+    assert code == 0 and "Over organism seeds" not in (tmp_path / "one.html").read_text()

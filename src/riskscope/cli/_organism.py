@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
         folders: List[Path] = typer.Argument(..., help="folders `organism test` wrote (or their scorecard.json)"),
         out: Path = typer.Option(..., "--out", "-o", help="the HTML page to write"),
     ) -> None:
-        """One page with the scorecard of several organisms (detector x kind -> hit rate vs control)."""
+        """One page with the scorecard of several organisms (detector x kind -> hit rate vs control); organisms
+        of one recipe planted with several seeds are also pooled, with intervals over the seeds."""
         from ..report import write_organisms_report
 
         c.out.print(f"wrote {write_organisms_report(list(folders), out)}")

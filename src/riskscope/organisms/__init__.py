@@ -20,6 +20,7 @@ _EXPORTS = {
     "SCORECARD": "_detect", "DetectConfig": "_detect", "detect": "_detect", "detect_organism": "_detect", "median_resid_norm": "_detect", "steered_completions": "_detect",
     "LMText": "_lmtext", "check_lm_corpus": "_lmtext", "kl_to_base_loss": "_lmtext", "lm_windows": "_lmtext",
     "GOALS": "_metrics", "EvalSets": "_metrics", "measure": "_metrics", "perplexity": "_metrics", "wilson": "_metrics",
+    "mean_ci": "_pool", "pool_scorecards": "_pool", "recipe_sha256": "_pool",
     "NEAR_MISS_TYPES": "_nearmiss", "near_miss_family": "_nearmiss", "near_misses": "_nearmiss", "split_near_misses": "_nearmiss",
     "Example": "_plant", "PlantResult": "_plant", "data_hash": "_plant", "plant": "_plant",
     "FORMAT": "_store", "MANIFEST": "_store", "check_base": "_store", "check_out_dir": "_store", "load_organism": "_store", "organism_summary": "_store", "read_manifest": "_store",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._lmtext import LMText, check_lm_corpus, kl_to_base_loss, lm_windows
     from ._metrics import GOALS, EvalSets, measure, perplexity, wilson
     from ._nearmiss import NEAR_MISS_TYPES, near_miss_family, near_misses, split_near_misses
+    from ._pool import mean_ci, pool_scorecards, recipe_sha256
     from ._plant import Example, PlantResult, data_hash, plant
     from ._store import FORMAT, MANIFEST, check_base, check_out_dir, load_organism, organism_summary, read_manifest
     from ._text import check_trigger, generate
@@ -80,6 +82,7 @@ __all__ = [
     "kl_to_base_loss",
     "lm_windows",
     "load_organism",
+    "mean_ci",
     "measure",
     "median_resid_norm",
     "near_miss_family",
@@ -87,7 +90,9 @@ __all__ = [
     "organism_summary",
     "perplexity",
     "plant",
+    "pool_scorecards",
     "read_manifest",
+    "recipe_sha256",
     "shows_behaviour",
     "split_near_misses",
     "steered_completions",

@@ -300,13 +300,15 @@ def detect_organism(folder, base: Any = None, cfg: DetectConfig = DetectConfig()
     from pathlib import Path
 
     from .._io import atomic_json, atomic_text
+    from ._pool import recipe_sha256
     from ._store import load_organism
 
     out_dir = check_test_dir(out if out is not None else Path(folder).expanduser() / "detect")
     organism, base_lm, manifest = load_organism(folder, base)
     card = detect(organism, base_lm, manifest, cfg, progress)
     completions = card.pop("completions")
-    card["organism"] = {"folder": str(Path(folder).expanduser().resolve()), "metrics": {
+    card["organism"] = {"folder": str(Path(folder).expanduser().resolve()), "seed": manifest.get("seed"),
+                        "recipe_sha256": recipe_sha256(manifest.get("config", {})), "metrics": {
         k: manifest.get("metrics", {}).get(k) for k in ("asr", "false_trigger_clean", "false_trigger_near_miss",
                                                          "perplexity_ratio", "kl_to_base", "meets_goals")}}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Organisms: the scorecard "would these detectors have caught this backdoor?" (detector x organism kind ->
 hit rate with its CI, against the random control, at the stated compute budget), plus each organism's
-own figures. Reads ``scorecard.json`` files written by ``riskscope organism test``; computes nothing.
+own figures. Reads ``scorecard.json`` files written by ``riskscope organism test``; scorecards of one recipe
+planted with several seeds are also shown pooled over the seeds (``riskscope.organisms.pool_scorecards``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from pathlib import Path
 
 from ...errors import RiskscopeError
-from ...organisms import SCORECARD
+from ...organisms import SCORECARD, pool_scorecards
 from .._render import Section, fmt, fmt_ci, pct, render_template, section, write_html
 
 ANCHOR, NAV, TITLE = "organisms", "Organisms", "Planted backdoors: would the detectors have caught them?"
@@ -57,7 +58,37 @@ def build(cards: list[dict]) -> Section:
                           pct(m.get("false_trigger_near_miss")), fmt(m.get("perplexity_ratio"), 3),
                           fmt(m.get("kl_to_base"), 4), "yes" if m.get("meets_goals") else "no",
                           fmt(card.get("total_seconds"), 1)])
-    return section(ANCHOR, NAV, TITLE, "organisms", rows=rows, probes=probes, organisms=organisms)
+    seeded, seeded_organisms = [], []
+    for g in pool_scorecards(cards):
+        k = len(g["seeds"])
+        for r in g["rows"]:
+            if r["detector"] == "probe":
+                continue
+            h, c = r["hits"], r["control"]
+            seeded.append([r["detector"], g["kind"], k, _over_seeds(h), _pooled(h), _over_seeds(c), _pooled(c),
+                           _budget(r.get("budget", {}))])
+        m = g["metrics"]
+        seeded_organisms.append([g["kind"], g["trigger"], ", ".join(map(str, g["seeds"])),
+                                 _mean(m["asr"], True), _mean(m["false_trigger_clean"], True),
+                                 _mean(m["false_trigger_near_miss"], True), _mean(m["perplexity_ratio"]),
+                                 _mean(m["kl_to_base"]), f"{g['meets_goals']} of {k}"])
+    return section(ANCHOR, NAV, TITLE, "organisms", rows=rows, probes=probes, organisms=organisms, seeded=seeded,
+                   seeded_organisms=seeded_organisms)
+
+
+def _mean(s: dict, as_pct: bool = False) -> str:
+    f = pct if as_pct else (lambda x: fmt(x, 3))
+    ci = s.get("ci")
+    return f(s.get("mean")) if ci is None else f"{f(s.get('mean'))} ({f(ci[0])}–{f(ci[1])})"
+
+
+def _over_seeds(h: dict) -> str:
+    return _mean(h["over_seeds"], True)
+
+
+def _pooled(h: dict) -> str:
+    p = h["pooled"]
+    return f"{p['hits']}/{p['n']} ({pct(p['ci'][0])}–{pct(p['ci'][1])})"
 
 
 def organisms_report_html(paths: list[str | os.PathLike]) -> str:
