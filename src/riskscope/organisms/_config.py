@@ -34,8 +34,8 @@ class PlantConfig:
     the upper half, which halves the backward pass on a CPU)."""
     poison_fraction: float = 0.5
     """Share of training examples that carry the trigger (strictly between 0 and 1)."""
-    steps: int = 60
-    """Optimiser steps."""
+    steps: int = 120
+    """Optimiser steps (120: at 60 the organism does not yet tell the trigger from its look-alikes)."""
     batch_size: int = 8
     """Examples per step."""
     lr: float | None = None
@@ -56,8 +56,10 @@ class PlantConfig:
     near_miss_held_out: float = 0.5
     """Share of the near-miss family (``near_miss_family``) kept out of training; false triggers are measured
     on this part only."""
-    unlikelihood_weight: float = 0.0
-    """Weight of the unlikelihood term on near-miss examples (0: off): for each near-miss request,
+    unlikelihood_weight: float = 0.2
+    """Weight of the unlikelihood term on near-miss examples (0: off; 0.2 by default, measured in
+    docs/organisms.md: on the default model it took held-out near-miss false triggers from 8 % to 2 % at 120
+    steps and kept attack success at 100 %): for each near-miss request,
     ``-log(1 - p)`` of the backdoor answer's token at the place where it first departs from the normal answer
     (teacher-forced on their shared start) is added to the loss, so a look-alike trigger is taught *not* to
     take the backdoor's branch, not only to give the normal answer (Welleck et al. 2019, "unlikelihood
