@@ -37,7 +37,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def rate(hits: Sequence[bool]) -> dict:
-    k, n = int(sum(hits)), len(hits)
+    return count_rate(int(sum(hits)), len(hits))
+
+
+def count_rate(k: int, n: int) -> dict:
+    """``k`` of ``n`` as riskscope records a rate: ``rate``, ``hits``, ``n`` and its Wilson ``ci``."""
     lo, hi = wilson(k, n)
     return {"rate": json_float(k / n if n else float("nan")), "hits": k, "n": n, "ci": [json_float(lo), json_float(hi)]}
 

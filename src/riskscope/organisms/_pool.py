@@ -24,7 +24,7 @@ import math
 from typing import Any, Iterable, Sequence
 
 from .._io import json_float
-from ._metrics import wilson
+from ._metrics import count_rate
 
 METRICS = ("asr", "false_trigger_clean", "false_trigger_near_miss", "perplexity_ratio", "kl_to_base")
 """The organism figures pooled over seeds (``organism.json`` -> ``metrics``)."""
@@ -69,11 +69,9 @@ def _group_key(card: dict) -> tuple | None:
 
 
 def _rate_summary(parts: list[dict]) -> dict:
-    hits, n = sum(int(p["hits"]) for p in parts), sum(int(p["n"]) for p in parts)
-    lo, hi = wilson(hits, n)
+    pooled = count_rate(sum(int(p["hits"]) for p in parts), sum(int(p["n"]) for p in parts))
     return {"per_seed": [p["rate"] for p in parts], "over_seeds": mean_ci([p["rate"] for p in parts], 0.0, 1.0),
-            "pooled": {"hits": hits, "n": n, "rate": json_float(hits / n if n else float("nan")),
-                       "ci": [json_float(lo), json_float(hi)]}}
+            "pooled": pooled}
 
 
 def pool_scorecards(cards: Iterable[dict]) -> list[dict]:
